@@ -1,0 +1,183 @@
+"""params.yaml: the single source of configuration, validated on load.
+
+Each stage group is a frozen dataclass. A field's metadata says what values are allowed, so one
+validator covers every key and every error names the key, the value given and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from catgan.errors import UserError
+
+
+def _knob(default, *, choices=None, low=None, high=None, length=None):
+    meta = {"choices": choices, "low": low, "high": high, "length": length}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = _knob("kaggle", choices=("kaggle", "folder", "synthetic"))
+    kaggle_dataset: str = "spandan2/cats-faces-64x64-for-generative-models"
+    path: str = ""
+    synthetic_count: int = _knob(2000, low=1, high=1_000_000)
+    seed: int = _knob(0, low=0)
+    image_size: int = _knob(64, choices=(64,))  # the models are built for 64x64 images
+    min_size: int = _knob(32, low=1)
+    dedup: bool = True
+    max_bad_fraction: float = _knob(0.05, low=0.0, high=1.0)
+    workers: int = _knob(0, low=0, high=256)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    variant: str = "baseline"
+    latent_dim: int = _knob(128, low=1, high=4096)
+    init: str = _knob("default", choices=("default", "dcgan"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _knob(60, low=1, high=100_000)
+    batch_size: int = _knob(128, low=1, high=65_536)
+    steps_per_epoch: int = _knob(0, low=0)
+    lr: float = _knob(0.0002, low=1e-8, high=1.0)
+    betas: list = _knob([0.5, 0.999], low=0.0, high=0.999999, length=2)
+    seed: int = _knob(0, low=0)
+    g_loss: str = _knob("non_saturating", choices=("non_saturating", "saturating"))
+    device: str = _knob("auto", choices=("auto", "cpu", "cuda"))
+    threads: int = _knob(0, low=0, high=1024)
+    log_every: int = _knob(1, low=1)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    num_samples: int = _knob(1000, low=2)
+    seed: int = _knob(1234, low=0)
+    batch_size: int = _knob(250, low=1)
+    inception_weights: str = ""
+    kid_subset_size: int = _knob(1000, low=2)
+
+
+@dataclass(frozen=True)
+class PlotConfig:
+    fps: int = _knob(4, low=1, high=60)
+    dpi: int = _knob(100, low=30, high=600)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = True
+    experiment: str = "catgan"
+    uri: str = ""
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    plot: PlotConfig = field(default_factory=PlotConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def project_root() -> Path:
+    """The main project's root, also inside DVC's temp and queued experiment workspaces."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run from the project root, where params.yaml lives") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); fix the syntax") from None
+    return parse_params(raw if raw is not None else {}, source=str(path))
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    return _build(Params, raw, prefix="", source=source)
+
+
+def _build(cls, raw: Any, *, prefix: str, source: str):
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: {where} must be a mapping of keys, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; allowed: {', '.join(fields)}"
+            raise UserError(f"{source}: unknown key '{prefix}{key}'{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        key, value, hint = prefix + name, raw[name], hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, prefix=key + ".", source=source)
+        else:
+            values[name] = _check(key, value, hint, f.metadata, source)
+    return cls(**values)
+
+
+def _check(key: str, value: Any, hint: type, meta, source: str):
+    def fail(allowed: str):
+        raise UserError(f"{source}: {key} = {value!r} is not allowed; expected {allowed}")
+
+    if hint is list:
+        items = value if isinstance(value, list) else fail(f"a list of {meta['length']} numbers")
+        if len(items) != meta["length"]:
+            fail(f"a list of exactly {meta['length']} numbers")
+        return [_check(f"{key}[{i}]", v, float, meta, source) for i, v in enumerate(items)]
+    if hint is bool:
+        return value if isinstance(value, bool) else fail("true or false")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        fail("an integer")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            fail("a finite number")
+    if hint is str and not isinstance(value, str):
+        fail("a string (quote it in YAML)")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        fail("one of " + ", ".join(map(str, choices)))
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and value < low:
+        fail(f"a value >= {low}")
+    if high is not None and value > high:
+        fail(f"a value <= {high}")
+    return value
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """Dotted keys, as in ``dvc exp run -S`` and MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(obj, prefix):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                out[prefix + f.name] = value
+
+    walk(params, "")
+    return out

@@ -1,0 +1,49 @@
+"""GAN losses on discriminator logits.
+
+BCE-with-logits is the course's Sigmoid + BCELoss folded into one op: same values, but it stays
+finite for large logits and autocast keeps it in float32 under mixed precision.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from catgan.errors import UserError
+
+G_LOSSES = ("non_saturating", "saturating")
+
+
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """BCE(real -> 1) + BCE(fake -> 0), each averaged over its batch."""
+    real_loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real_loss + fake_loss
+
+
+def g_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """Generator loss on D's logits for generated images.
+
+    ``non_saturating`` maximises log D(G(z)); ``saturating`` minimises log(1 - D(G(z))), whose
+    gradient vanishes when D confidently rejects the fakes (the original minimax form).
+    """
+    if kind == "non_saturating":
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    if kind == "saturating":
+        # BCE(l -> 0) = -log(1 - sigmoid(l)), so its negation is log(1 - D(G(z))).
+        return -F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    raise UserError(
+        f"train.g_loss: unknown generator loss {kind!r}; use one of {', '.join(G_LOSSES)}"
+    )
+
+
+def grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+    """Total L2 norm of the parameters' gradients as a 0-dim tensor (no host sync)."""
+    params = list(parameters)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        device = params[0].device if params else torch.device("cpu")
+        return torch.zeros((), device=device)
+    norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
+    return torch.linalg.vector_norm(norms)

@@ -1,0 +1,191 @@
+"""DCGAN generator/discriminator variants, weight init and per-layer summaries."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from catgan.errors import UserError
+
+Builder = Callable[[int], tuple[nn.Module, nn.Module]]
+
+VARIANTS: dict[str, Builder] = {}
+INIT_SCHEMES = ("default", "dcgan")
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Add a ``latent_dim -> (generator, discriminator)`` builder to VARIANTS under ``name``."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in VARIANTS:
+            raise ValueError(f"model variant {name!r} is registered twice")
+        VARIANTS[name] = builder
+        return builder
+
+    return decorate
+
+
+class Discriminator(nn.Sequential):
+    """Sequential whose N x 1 output is returned as N logits (sigmoid is left to the caller)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).view(-1)
+
+
+def latent_shape(n: int, latent_dim: int) -> tuple[int, int, int, int]:
+    """Shape of a batch of ``n`` latent vectors as the generator expects them."""
+    return (n, latent_dim, 1, 1)
+
+
+def _d_block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.LeakyReLU(0.2, inplace=True),
+    ]
+
+
+def _g_block(c_in: int, c_out: int, stride: int = 2, padding: int = 1) -> list[nn.Module]:
+    return [
+        nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def _d_trunk() -> list[nn.Module]:
+    """3 x 64 x 64 -> 256 x 8 x 8, shared by every variant."""
+    return [*_d_block(3, 64), *_d_block(64, 128), *_d_block(128, 256)]
+
+
+def _g_trunk(latent_dim: int) -> list[nn.Module]:
+    """latent_dim x 1 x 1 -> 128 x 16 x 16, shared by every variant."""
+    return [
+        *_g_block(latent_dim, 512, stride=1, padding=0),
+        *_g_block(512, 256),
+        *_g_block(256, 128),
+    ]
+
+
+@register("baseline")
+def baseline(latent_dim: int) -> tuple[nn.Module, nn.Module]:
+    """The course DCGAN: four stride-2 stages each way, then a 4x4 head."""
+    generator = nn.Sequential(
+        *_g_trunk(latent_dim),
+        *_g_block(128, 64),
+        nn.ConvTranspose2d(64, 3, kernel_size=4, stride=2, padding=1, bias=False),
+        nn.Tanh(),
+    )
+    discriminator = Discriminator(
+        *_d_trunk(),
+        *_d_block(256, 512),
+        nn.Conv2d(512, 1, kernel_size=4, stride=1, padding=0, bias=False),
+        nn.Flatten(),
+    )
+    return generator, discriminator
+
+
+@register("fused")
+def fused(latent_dim: int) -> tuple[nn.Module, nn.Module]:
+    """Baseline with each network's last two convs merged into one 8x8 conv."""
+    generator = nn.Sequential(
+        *_g_trunk(latent_dim),
+        nn.ConvTranspose2d(128, 3, kernel_size=8, stride=4, padding=2, bias=False),
+        nn.Tanh(),
+    )
+    discriminator = Discriminator(
+        *_d_trunk(),
+        nn.Conv2d(256, 1, kernel_size=8, stride=1, padding=0, bias=False),
+        nn.Flatten(),
+    )
+    return generator, discriminator
+
+
+def _check_init(scheme: str) -> None:
+    if scheme not in INIT_SCHEMES:
+        raise UserError(
+            f"model.init: unknown weight init {scheme!r}; use one of {', '.join(INIT_SCHEMES)}"
+        )
+
+
+def init_weights(model: nn.Module, scheme: str) -> None:
+    """Initialise ``model`` in place: ``default`` keeps PyTorch's init, ``dcgan`` is the paper's."""
+    _check_init(scheme)
+    if scheme == "default":
+        return
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            nn.init.normal_(module.weight, 1.0, 0.02)
+            nn.init.zeros_(module.bias)
+
+
+def build(variant: str, latent_dim: int, init: str) -> tuple[nn.Module, nn.Module]:
+    """Build and initialise (generator, discriminator) for ``variant``."""
+    if variant not in VARIANTS:
+        raise UserError(
+            f"model.variant: unknown variant {variant!r}; use one of {', '.join(sorted(VARIANTS))}"
+        )
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+        raise UserError(f"model.latent_dim: must be a positive integer, got {latent_dim!r}")
+    _check_init(init)
+    generator, discriminator = VARIANTS[variant](latent_dim)
+    init_weights(generator, init)
+    init_weights(discriminator, init)
+    return generator, discriminator
+
+
+def _describe(module: nn.Module) -> str:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return f"{type(module).__name__}({module.num_features})"
+    return repr(module)
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
+    """One row per leaf layer, in execution order: description, output shape (no batch), params.
+
+    Runs a zero batch of 2 through an eval-mode deep copy, so neither the RNG nor BN statistics
+    of ``model`` can change.
+    """
+    probe = copy.deepcopy(model).eval()
+    first = next(probe.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None else torch.float32
+    rows: list[dict] = []
+
+    def record(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        rows.append(
+            {
+                "layer": _describe(module),
+                "output_shape": list(output.shape[1:]),
+                "params": sum(p.numel() for p in module.parameters(recurse=False)),
+            }
+        )
+
+    for module in probe.modules():
+        if next(module.children(), None) is None:
+            module.register_forward_hook(record)
+    with torch.no_grad():
+        probe(torch.zeros((2, *input_shape), device=device, dtype=dtype))
+    return rows
+
+
+def format_layer_table(rows: list[dict], title: str) -> str:
+    """Markdown table of ``layer_table`` rows with a total-parameters line."""
+    lines = [
+        f"**{title}**",
+        "",
+        "| # | Layer | Output shape | Params |",
+        "|---:|---|---|---:|",
+    ]
+    for i, row in enumerate(rows, start=1):
+        shape = " x ".join(str(d) for d in row["output_shape"])
+        lines.append(f"| {i} | `{row['layer']}` | {shape} | {row['params']:,} |")
+    total = sum(row["params"] for row in rows)
+    lines += ["", f"Total parameters: {total:,}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""The train stage's declared outputs: model files, metrics, per-epoch curves and sample grids."""
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import torch
+
+from catgan.fileio import atomic_dir, atomic_path, write_json, write_text
+from catgan.train import COLUMNS, TrainResult
+
+
+def save_state_dict(module: torch.nn.Module, path: Path) -> None:
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(module.state_dict(), tmp)
+
+
+def load_state_dict(module: torch.nn.Module, path: Path) -> torch.nn.Module:
+    from catgan.errors import UserError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run the train stage first (dvc repro train)") from None
+    except (RuntimeError, KeyError) as err:
+        raise UserError(f"{path}: does not fit model.* in params.yaml ({str(err).splitlines()[0]}); "
+                        "re-run the train stage (dvc repro train)") from None
+    return module
+
+
+def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row[c] for c in columns})
+    write_text(path, buf.getvalue())
+
+
+def write_train_outputs(result: TrainResult, grid_dir: Path, *, models: Path, metrics: Path,
+                        samples: Path, variant: str, seed: int) -> None:
+    save_state_dict(result.generator, models / "generator.pt")
+    save_state_dict(result.discriminator, models / "discriminator.pt")
+    write_json(models / "run.json", {"mlflow_run_id": result.run_id, "variant": variant, "seed": seed,
+                                     "epochs": len(result.history)})
+    final = result.history[-1]
+    write_json(metrics / "train.json", {k: final[k] for k in ("epoch", *COLUMNS)})
+    write_csv(result.history, metrics / "history.csv", ("epoch", *COLUMNS))
+    write_csv(result.steps, metrics / "steps.csv", ("step", "epoch", *COLUMNS))
+    with atomic_dir(samples) as tmp:
+        for png in sorted(grid_dir.glob("epoch_*.png")):
+            shutil.copy2(png, tmp / png.name)

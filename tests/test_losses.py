@@ -1,0 +1,82 @@
+"""GAN losses against the course's Sigmoid + BCELoss formulation, and their gradients."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from catgan.errors import UserError
+from catgan.losses import G_LOSSES, d_loss, g_loss, grad_norm
+
+MODERATE = torch.tensor([-3.0, -1.2, -0.1, 0.0, 0.4, 1.7, 3.0])
+
+
+def course_bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    probs = torch.sigmoid(logits)
+    return nn.BCELoss()(probs, torch.full_like(probs, target))
+
+
+def test_d_loss_matches_course_formulation():
+    real = MODERATE
+    fake = MODERATE.flip(0) * 0.7
+    expected = course_bce(real, 1.0) + course_bce(fake, 0.0)
+    torch.testing.assert_close(d_loss(real, fake), expected)
+
+
+def test_g_losses_match_course_formulation():
+    torch.testing.assert_close(g_loss(MODERATE, "non_saturating"), course_bce(MODERATE, 1.0))
+    # Minimising mean log(1 - D(G(z))) is minimising -BCE(D(G(z)) -> 0).
+    expected = torch.log1p(-torch.sigmoid(MODERATE)).mean()
+    torch.testing.assert_close(g_loss(MODERATE, "saturating"), expected)
+    torch.testing.assert_close(g_loss(MODERATE, "saturating"), -course_bce(MODERATE, 0.0))
+
+
+def logit_grad(kind: str, value: float) -> float:
+    logit = torch.tensor([value], requires_grad=True)
+    g_loss(logit, kind).backward()
+    return logit.grad.item()
+
+
+def test_saturating_gradient_vanishes_when_d_rejects_fakes():
+    # logit -10 means D(G(z)) ~ 4.5e-5: the discriminator confidently rejects the fake.
+    assert abs(logit_grad("saturating", -10.0)) < 1e-4
+    assert logit_grad("non_saturating", -10.0) == pytest.approx(-1.0, abs=1e-3)
+
+
+def test_losses_stay_finite_where_sigmoid_bce_clamps():
+    extreme = torch.tensor([-200.0])
+    # Sigmoid + BCELoss clamps log at -100 and would report 100 here.
+    torch.testing.assert_close(g_loss(extreme, "non_saturating"), torch.tensor(200.0))
+    assert torch.isfinite(d_loss(torch.tensor([-200.0]), torch.tensor([200.0])))
+    assert logit_grad("non_saturating", -200.0) == pytest.approx(-1.0)
+
+
+def test_every_listed_g_loss_is_accepted():
+    for kind in G_LOSSES:
+        assert torch.isfinite(g_loss(MODERATE, kind))
+
+
+def test_unknown_g_loss_names_the_key():
+    with pytest.raises(UserError, match="train.g_loss") as err:
+        g_loss(MODERATE, "wasserstein")
+    assert "'wasserstein'" in str(err.value) and "non_saturating" in str(err.value)
+
+
+def test_grad_norm_is_total_l2_norm_without_touching_grads():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    unused = nn.Parameter(torch.ones(5))  # never used, so its grad is None and must be skipped
+    model(torch.randn(6, 4)).pow(2).sum().backward()
+    grads_before = [p.grad.clone() for p in model.parameters()]
+
+    norm = grad_norm([*model.parameters(), unused])
+
+    assert isinstance(norm, torch.Tensor) and norm.dim() == 0
+    expected = torch.cat([g.flatten() for g in grads_before]).pow(2).sum().sqrt()
+    torch.testing.assert_close(norm, expected)
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads_before))
+
+
+def test_grad_norm_without_gradients_is_zero():
+    norm = grad_norm(nn.Linear(2, 2).parameters())
+    assert norm.dim() == 0 and norm.item() == 0.0

@@ -1,0 +1,208 @@
+"""Architecture, init and layer-table checks for catgan.models."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from catgan import models
+from catgan.errors import UserError
+from catgan.models import (
+    VARIANTS,
+    build,
+    format_layer_table,
+    init_weights,
+    latent_shape,
+    layer_table,
+)
+
+LATENT = 100
+
+
+def conv_params(c_in: int, c_out: int, k: int) -> int:
+    return c_in * c_out * k * k
+
+
+def d_block(c_in: int, c_out: int, size: int) -> list[tuple[str, list[int], int]]:
+    shape = [c_out, size, size]
+    return [
+        ("Conv2d", shape, conv_params(c_in, c_out, 4)),
+        ("BatchNorm2d", shape, 2 * c_out),
+        ("LeakyReLU", shape, 0),
+    ]
+
+
+def g_block(c_in: int, c_out: int, size: int) -> list[tuple[str, list[int], int]]:
+    shape = [c_out, size, size]
+    return [
+        ("ConvTranspose2d", shape, conv_params(c_in, c_out, 4)),
+        ("BatchNorm2d", shape, 2 * c_out),
+        ("ReLU", shape, 0),
+    ]
+
+
+D_TRUNK = d_block(3, 64, 32) + d_block(64, 128, 16) + d_block(128, 256, 8)
+G_TRUNK = g_block(LATENT, 512, 4) + g_block(512, 256, 8) + g_block(256, 128, 16)
+
+EXPECTED = {
+    ("baseline", "G"): G_TRUNK
+    + g_block(128, 64, 32)
+    + [("ConvTranspose2d", [3, 64, 64], conv_params(64, 3, 4)), ("Tanh", [3, 64, 64], 0)],
+    ("baseline", "D"): D_TRUNK
+    + d_block(256, 512, 4)
+    + [("Conv2d", [1, 1, 1], conv_params(512, 1, 4)), ("Flatten", [1], 0)],
+    ("fused", "G"): G_TRUNK
+    + [("ConvTranspose2d", [3, 64, 64], conv_params(128, 3, 8)), ("Tanh", [3, 64, 64], 0)],
+    ("fused", "D"): D_TRUNK + [("Conv2d", [1, 1, 1], conv_params(256, 1, 8)), ("Flatten", [1], 0)],
+}
+
+INPUT_SHAPES = {"G": (LATENT, 1, 1), "D": (3, 64, 64)}
+
+
+def networks(variant: str, init: str = "default") -> dict[str, nn.Module]:
+    generator, discriminator = build(variant, LATENT, init)
+    return {"G": generator, "D": discriminator}
+
+
+def test_both_variants_are_registered():
+    assert set(VARIANTS) == {"baseline", "fused"}
+
+
+@pytest.mark.parametrize("variant,net", sorted(EXPECTED))
+def test_layer_shapes_and_params_match_the_design(variant, net):
+    model = networks(variant)[net]
+    rows = layer_table(model, INPUT_SHAPES[net])
+
+    got = [(row["layer"].split("(")[0], row["output_shape"], row["params"]) for row in rows]
+    assert got == EXPECTED[(variant, net)]
+    total = sum(row["params"] for row in rows)
+    assert total == sum(p.numel() for p in model.parameters())
+    assert total == sum(params for _, _, params in EXPECTED[(variant, net)])
+    assert f"Total parameters: {total:,}" in format_layer_table(rows, f"{variant} {net}")
+
+
+def test_every_conv_is_bias_free():
+    for variant in VARIANTS:
+        for model in networks(variant).values():
+            convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+            assert convs and all(m.bias is None for m in convs)
+
+
+def test_fused_heads_use_8x8_kernels():
+    nets = networks("fused")
+    g_head = layer_table(nets["G"], INPUT_SHAPES["G"])[-2]["layer"]
+    d_head = layer_table(nets["D"], INPUT_SHAPES["D"])[-2]["layer"]
+    assert "kernel_size=(8, 8), stride=(4, 4), padding=(2, 2)" in g_head
+    assert "kernel_size=(8, 8), stride=(1, 1)" in d_head
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_forward_shapes_and_ranges(variant):
+    torch.manual_seed(0)
+    nets = networks(variant, "dcgan")
+    z = torch.randn(latent_shape(5, LATENT))
+    images = nets["G"](z)
+    assert images.shape == (5, 3, 64, 64)
+    assert images.min() >= -1 and images.max() <= 1
+    logits = nets["D"](images)
+    assert logits.shape == (5,)
+    assert not any(isinstance(m, nn.Sigmoid) for m in nets["D"].modules())  # logits, not scores
+
+
+def test_layer_table_formats_as_markdown():
+    rows = layer_table(networks("baseline")["D"], INPUT_SHAPES["D"])
+    text = format_layer_table(rows, "baseline discriminator")
+    lines = text.splitlines()
+    assert "baseline discriminator" in lines[0]
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 2 + len(rows)
+    first = "`Conv2d(3, 64, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1), bias=False)`"
+    assert first in table[2]
+    assert "64 x 32 x 32" in table[2] and "3,072" in table[2]
+
+
+def test_layer_table_leaves_rng_bn_stats_and_mode_alone():
+    torch.manual_seed(1)
+    discriminator = networks("baseline", "dcgan")["D"]
+    discriminator(torch.randn(4, 3, 64, 64))  # give the BN layers non-trivial running stats
+    before = {k: v.clone() for k, v in discriminator.state_dict().items()}
+    rng = torch.get_rng_state()
+
+    layer_table(discriminator, INPUT_SHAPES["D"])
+
+    assert torch.equal(torch.get_rng_state(), rng)
+    after = discriminator.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert discriminator.training
+    assert all(not m._forward_hooks for m in discriminator.modules())
+
+
+def test_dcgan_init_statistics():
+    torch.manual_seed(0)
+    nets = networks("baseline", "dcgan")
+    modules = [m for net in nets.values() for m in net.modules()]
+    conv_w = torch.cat(
+        [m.weight.flatten() for m in modules if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    )
+    bn = [m for m in modules if isinstance(m, nn.BatchNorm2d)]
+    bn_w = torch.cat([m.weight.flatten() for m in bn])
+    assert conv_w.std().item() == pytest.approx(0.02, abs=0.001)
+    assert abs(conv_w.mean().item()) < 0.001
+    assert bn_w.mean().item() == pytest.approx(1.0, abs=0.005)
+    assert bn_w.std().item() == pytest.approx(0.02, abs=0.005)
+    assert all(torch.count_nonzero(m.bias) == 0 for m in bn)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_default_init_is_pytorchs_and_builds_are_reproducible(variant):
+    torch.manual_seed(3)
+    built = build(variant, LATENT, "default")
+    torch.manual_seed(3)
+    fresh = VARIANTS[variant](LATENT)
+    for ours, theirs in zip(built, fresh):
+        a, b = ours.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    torch.manual_seed(3)
+    first = build(variant, LATENT, "dcgan")
+    torch.manual_seed(3)
+    second = build(variant, LATENT, "dcgan")
+    for one, two in zip(first, second):
+        a, b = one.state_dict(), two.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(first[0][0].weight, built[0][0].weight)
+
+
+def test_unknown_variant_names_the_key_and_the_choices():
+    with pytest.raises(UserError, match="model.variant") as err:
+        build("resnet", LATENT, "default")
+    assert "'resnet'" in str(err.value)
+    assert "baseline" in str(err.value) and "fused" in str(err.value)
+
+
+def test_unknown_init_names_the_key():
+    with pytest.raises(UserError, match="model.init") as err:
+        build("baseline", LATENT, "xavier")
+    assert "'xavier'" in str(err.value) and "dcgan" in str(err.value)
+    with pytest.raises(UserError, match="model.init"):
+        init_weights(nn.Conv2d(1, 1, 1), "xavier")
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "100"])
+def test_bad_latent_dim_names_the_key(bad):
+    with pytest.raises(UserError, match="model.latent_dim"):
+        build("baseline", bad, "default")
+
+
+def test_register_adds_a_variant_in_one_function(monkeypatch):
+    monkeypatch.setattr(models, "VARIANTS", dict(VARIANTS))
+
+    @models.register("tiny")
+    def tiny(latent_dim: int) -> tuple[nn.Module, nn.Module]:
+        return nn.Linear(latent_dim, 2), nn.Linear(2, 1)
+
+    generator, discriminator = models.build("tiny", 7, "default")
+    assert generator.in_features == 7 and discriminator.out_features == 1
+    with pytest.raises(ValueError, match="tiny"):
+        models.register("tiny")(tiny)

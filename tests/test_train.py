@@ -1,0 +1,95 @@
+"""The training loop: finite metrics, determinism, exact resume, refusal of foreign checkpoints."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import catgan.train as train_mod
+from catgan import checkpoint
+from catgan.train import COLUMNS, TrainingDiverged, train
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_tiny_run_records_finite_values_and_grids(tiny_params, tiny_images, tmp_path):
+    result = train(tiny_params(), tiny_images, "data", tmp_path)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert len(result.steps) == 4  # 2 epochs x steps_per_epoch 2, log_every 1
+    for row in result.history + result.steps:
+        assert all(math.isfinite(row[c]) for c in COLUMNS), row
+        assert 0 < row["real_score"] < 1 and 0 < row["fake_score"] < 1
+    grids = sorted(p.name for p in (tmp_path / "grids").iterdir())
+    assert grids == ["epoch_000.png", "epoch_001.png", "epoch_002.png"]
+    assert checkpoint.load(tmp_path / "last.pt")["epoch"] == 2
+
+
+def test_epoch_means_average_every_step(tiny_params, tiny_images, tmp_path):
+    result = train(tiny_params(train={"epochs": 1, "steps_per_epoch": 3}), tiny_images, "d", tmp_path)
+    for col in COLUMNS:
+        mean = sum(row[col] for row in result.steps) / 3
+        assert result.history[0][col] == pytest.approx(mean, rel=1e-5)
+
+
+def test_same_seed_same_weights_bit_for_bit(tiny_params, tiny_images, tmp_path):
+    a = train(tiny_params(), tiny_images, "d", tmp_path / "a")
+    b = train(tiny_params(), tiny_images, "d", tmp_path / "b")
+    assert same_weights(a.generator, b.generator) and same_weights(a.discriminator, b.discriminator)
+    assert a.history == b.history
+    c = train(tiny_params(train={"seed": 1}), tiny_images, "d", tmp_path / "c")
+    assert not same_weights(a.generator, c.generator)
+
+
+def test_resume_equals_uninterrupted_run(tiny_params, tiny_images, tmp_path):
+    full = train(tiny_params(train={"epochs": 3}), tiny_images, "d", tmp_path / "full")
+    train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path / "cut")
+    resumed = train(tiny_params(train={"epochs": 3}), tiny_images, "d", tmp_path / "cut")
+    assert resumed.resumed_from == 1
+    assert same_weights(full.generator, resumed.generator)
+    assert same_weights(full.discriminator, resumed.discriminator)
+    assert full.history == resumed.history and full.steps == resumed.steps
+
+
+def test_checkpoint_from_other_params_is_not_resumed(tiny_params, tiny_images, tmp_path, caplog):
+    train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path)
+    other = train(tiny_params(train={"epochs": 2, "lr": 0.001}), tiny_images, "d", tmp_path)
+    assert other.resumed_from == 0
+    assert "made with other params" in caplog.text
+    fresh = train(tiny_params(train={"epochs": 2, "lr": 0.001}), tiny_images, "d", tmp_path / "f")
+    assert same_weights(other.generator, fresh.generator)
+
+
+def test_sample_grids_do_not_change_the_trajectory(tiny_params, tiny_images, tmp_path, monkeypatch):
+    with_grids = train(tiny_params(), tiny_images, "d", tmp_path / "a")
+    monkeypatch.setattr(train_mod, "_save_grid", lambda *args: None)
+    without = train(tiny_params(), tiny_images, "d", tmp_path / "b")
+    assert same_weights(with_grids.generator, without.generator)
+    assert same_weights(with_grids.discriminator, without.discriminator)
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(
+        tiny_params, tiny_images, tmp_path, monkeypatch):
+    train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path)
+    before = (tmp_path / "last.pt").read_bytes()
+    real_d_loss = train_mod.d_loss
+    calls = iter(range(100))
+
+    def poisoned(real_logits, fake_logits):
+        loss = real_d_loss(real_logits, fake_logits)
+        return loss * float("nan") if next(calls) == 1 else loss
+
+    monkeypatch.setattr(train_mod, "d_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss_d became nan at epoch 2, step 2"):
+        train(tiny_params(train={"epochs": 2}), tiny_images, "d", tmp_path)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_checkpoint_loads_with_weights_only(tiny_params, tiny_images, tmp_path):
+    train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert {"G", "D", "opt_g", "opt_d", "rng", "fixed_z", "history", "train_hash"} <= state.keys()
+    assert state["fixed_z"].shape == (64, 128, 1, 1)
