@@ -39,6 +39,8 @@ class NullTracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
 
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+
     def finish(self, status: str = "FINISHED") -> None: ...
 
 
@@ -104,6 +106,10 @@ class MlflowTracker(NullTracker):
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

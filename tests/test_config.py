@@ -1,0 +1,81 @@
+"""params.yaml validation: every mistake stops with one line naming the key, exit code 2."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from catgan.config import Params, flatten, load_params, parse_params
+from catgan.errors import UserError
+
+from conftest import ROOT
+
+
+def test_committed_params_describe_the_real_study():
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.source == "kaggle"
+    assert params.data.kaggle_dataset == "spandan2/cats-faces-64x64-for-generative-models"
+    assert (params.train.batch_size, params.model.latent_dim, params.train.epochs) == (128, 128, 60)
+    assert params.train.lr == 0.0002 and params.train.betas == [0.5, 0.999]
+    assert params.model.variant == "baseline"
+
+
+def test_every_key_in_the_schema_is_in_params_yaml_with_a_comment():
+    text = (ROOT / "params.yaml").read_text()
+    raw = yaml.safe_load(text)
+    assert flatten(parse_params(raw)).keys() == flatten(Params()).keys()
+    for key in flatten(Params()):
+        leaf = key.split(".")[-1]
+        lines = [line for line in text.splitlines() if line.strip().startswith(leaf + ":")]
+        assert lines and "#" in lines[0], f"{key} has no one-line comment in params.yaml"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"train": {"epoch": 3}}, "unknown key 'train.epoch'; did you mean 'train.epochs'"),
+    ({"trian": {}}, "unknown key 'trian'; did you mean 'train'"),
+    ({"train": {"zzz": 1}}, "unknown key 'train.zzz'; allowed: epochs"),
+    ({"train": {"batch_size": "big"}}, "train.batch_size = 'big' is not allowed; expected an integer"),
+    ({"train": {"batch_size": 2.5}}, "expected an integer"),
+    ({"train": {"batch_size": True}}, "expected an integer"),
+    ({"train": {"batch_size": 0}}, "train.batch_size = 0 is not allowed; expected a value >= 1"),
+    ({"train": {"lr": "fast"}}, "train.lr = 'fast' is not allowed; expected a number"),
+    ({"train": {"lr": float("nan")}}, "expected a finite number"),
+    ({"train": {"betas": [0.5]}}, "train.betas = [0.5] is not allowed; expected a list of exactly 2"),
+    ({"train": {"betas": [0.5, 1.5]}}, "train.betas[1] = 1.5 is not allowed; expected a value <="),
+    ({"data": {"source": "s3"}}, "data.source = 's3' is not allowed; expected one of kaggle, folder"),
+    ({"data": {"dedup": "yes"}}, "data.dedup = 'yes' is not allowed; expected true or false"),
+    ({"data": {"max_bad_fraction": 2}}, "expected a value <= 1.0"),
+    ({"model": 3}, "model must be a mapping"),
+    ({"tracking": {"experiment": 7}}, "tracking.experiment = 7 is not allowed; expected a string"),
+])
+def test_schema_errors_name_the_key_value_and_what_is_allowed(raw, message):
+    with pytest.raises(UserError) as err:
+        parse_params(raw)
+    assert message in str(err.value)
+
+
+def test_ints_are_accepted_where_numbers_are_expected():
+    params = parse_params({"train": {"lr": 1, "betas": [0, 0.9]}})
+    assert params.train.lr == 1.0 and params.train.betas == [0.0, 0.9]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("train:\n  epochs: [\n", "not valid YAML"),
+    ("train:\n  epochz: 3\n", "did you mean 'train.epochs'"),
+])
+def test_stage_exits_2_with_one_line_and_no_traceback(tmp_path, content, message):
+    (tmp_path / "params.yaml").write_text(content)
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "fetch.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: params.yaml")
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_params_file_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="not found; run from the project root"):
+        load_params(tmp_path / "params.yaml")
