@@ -128,7 +128,7 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
         shutil.rmtree(grid_dir, ignore_errors=True)
         _save_grid(G, fixed_z, grid_dir, 0, tracker)
 
-    data = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    data = torch.from_numpy(np.array(images)).to(device)  # one copy: the memmap is read-only
     n = data.shape[0]
     steps = math.ceil(n / t.batch_size)
     steps = min(steps, t.steps_per_epoch) if t.steps_per_epoch else steps

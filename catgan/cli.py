@@ -1,0 +1,72 @@
+"""The ``catgan`` command: one subcommand per task (``catgan compare``, ...)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from catgan.errors import cli_entry
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare two model variants over seeds",
+                       description="Mean and t interval per variant and metric over seeds, the "
+                                   "difference with a Welch t interval, and a verdict where the "
+                                   "metric has a better side. Writes compare.json, .md and .png.")
+    p.add_argument("--from", dest="source", choices=("dvc", "mlflow"), default="dvc",
+                   help="where the runs are: DVC experiments (default) or an MLflow experiment")
+    p.add_argument("--repo", type=Path, default=Path("."),
+                   help="the git+DVC project (default: the current folder)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else tracking.uri "
+                        "in params.yaml, else sqlite mlflow.db at the project root)")
+    p.add_argument("--experiment", default=None,
+                   help="MLflow experiment (default: tracking.experiment, 'catgan')")
+    p.add_argument("--out", type=Path, default=Path("compare"),
+                   help="output folder (default: compare)")
+    p.add_argument("--metrics", nargs="+", metavar="PATTERN",
+                   help="only metrics matching these shell patterns, e.g. 'eval.swd.*'")
+    p.add_argument("--variants", nargs=2, metavar=("FIRST", "SECOND"),
+                   help="the two variants to compare when runs hold more (default: baseline first)")
+    p.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
+    p.set_defaults(run=_compare)
+
+
+def _tracking(args: argparse.Namespace) -> tuple[str, str]:
+    from catgan.config import TrackingConfig, load_params
+    from catgan.tracking import tracking_uri
+
+    if args.tracking_uri and args.experiment:
+        return args.tracking_uri, args.experiment
+    root = args.repo.resolve()
+    cfg = load_params(root / "params.yaml").tracking if (root / "params.yaml").is_file() \
+        else TrackingConfig()
+    return args.tracking_uri or tracking_uri(cfg, root), args.experiment or cfg.experiment
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from catgan import compare
+
+    if args.source == "dvc":
+        records = compare.collect_dvc(args.repo)
+    else:
+        records = compare.collect_mlflow(*_tracking(args))
+    summary = compare.summarize(records, confidence=args.confidence, metrics=args.metrics,
+                                variants=args.variants)
+    print(compare.render_text(summary))
+    paths = compare.save(summary, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="catgan", description="catgan: DCGAN cat faces, "
+                                     "baseline vs fused, reproducibly")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_compare(sub)
+    return parser
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.run(args)
+    return 0
