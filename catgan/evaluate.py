@@ -15,6 +15,7 @@ from catgan.images import to_uint8
 from catgan.metrics.diversity import collapse_warning, diversity_ratio
 from catgan.metrics.inception import inception_metrics
 from catgan.metrics.swd import swd
+from catgan.models import sample
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,8 @@ log = logging.getLogger(__name__)
 def generate(G: torch.nn.Module, n: int, latent_dim: int, *, seed: int, batch_size: int,
              device: torch.device) -> torch.Tensor:
     """``n`` uint8 samples; the latent is drawn on the CPU so every device sees the same one."""
-    G.eval()
     z = torch.randn(n, latent_dim, 1, 1, generator=torch.Generator().manual_seed(seed))
-    return torch.cat([to_uint8(G(chunk.to(device))) for chunk in z.split(batch_size)])
+    return torch.cat([to_uint8(sample(G, chunk.to(device))) for chunk in z.split(batch_size)])
 
 
 @torch.no_grad()

@@ -189,3 +189,21 @@ def format_layer_table(rows: list[dict], title: str) -> str:
     total = sum(row["params"] for row in rows)
     lines += ["", f"Total parameters: {total:,}", ""]
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def sample(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """G(z) with batch statistics, as in training (and in the course), running stats untouched.
+
+    Running statistics lag behind a GAN's fast-moving generator, so eval-mode samples show a
+    different, usually worse, picture than the one the discriminator was trained against.
+    """
+    saved = {k: v.clone() for k, v in generator.state_dict().items()
+             if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    was_training = generator.training
+    generator.train()
+    try:
+        return generator(z)
+    finally:
+        generator.load_state_dict(saved, strict=False)
+        generator.train(was_training)

@@ -26,7 +26,7 @@ from catgan.config import Params, flatten
 from catgan.errors import UserError
 from catgan.images import grid_image, save_png
 from catgan.losses import d_loss, g_loss, grad_norm
-from catgan.models import build
+from catgan.models import build, sample
 from catgan.tracking import NullTracker, run_tags
 
 log = logging.getLogger(__name__)
@@ -222,13 +222,9 @@ def _check_finite(values: np.ndarray, epoch: int, first: int) -> None:
             "of that epoch; the last good checkpoint is kept. Lower train.lr or try model.init: dcgan")
 
 
-@torch.no_grad()
 def _save_grid(G, fixed_z, grid_dir: Path, epoch: int, tracker: NullTracker) -> None:
-    # Eval mode and no RNG use: drawing the grid must not change the training trajectory.
-    was_training = G.training
-    G.eval()
-    image = grid_image(G(fixed_z))
-    G.train(was_training)
+    # sample() uses no RNG and restores BN statistics: the grid cannot change the trajectory.
+    image = grid_image(sample(G, fixed_z))
     save_png(image, grid_dir / f"epoch_{epoch:03d}.png")
     tracker.log_image(image, key="samples", step=epoch)
 

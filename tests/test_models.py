@@ -1,6 +1,8 @@
 """Architecture, init and layer-table checks for catgan.models."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from catgan.models import (
     init_weights,
     latent_shape,
     layer_table,
+    sample,
 )
 
 LATENT = 100
@@ -206,3 +209,18 @@ def test_register_adds_a_variant_in_one_function(monkeypatch):
     assert generator.in_features == 7 and discriminator.out_features == 1
     with pytest.raises(ValueError, match="tiny"):
         models.register("tiny")(tiny)
+
+
+def test_sample_uses_batch_statistics_and_leaves_running_stats_alone():
+    torch.manual_seed(0)
+    G, _ = build("baseline", 16, "default")
+    G.eval()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    z = torch.randn(8, 16, 1, 1)
+    out = sample(G, z)
+    assert not G.training
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+    reference = copy.deepcopy(G).train()
+    with torch.no_grad():
+        assert torch.equal(out, reference(z))
+    assert out.std() > 0.01  # untrained noise, not the flat grey that eval mode gives
