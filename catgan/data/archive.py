@@ -1,0 +1,100 @@
+"""Zip extraction that refuses path traversal, links and zip bombs, and leaves no half folder."""
+from __future__ import annotations
+
+import re
+import stat
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from catgan.errors import UserError
+from catgan.fileio import atomic_dir
+
+_CHUNK = 1 << 20
+# A few KB of zeros compress at huge ratios and are harmless: the ratio matters for big entries.
+_RATIO_FLOOR_BYTES = 1 << 20
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _refuse(zip_path: Path, name: str, why: str) -> UserError:
+    return UserError(f"{zip_path}: entry '{name}' {why}; refusing to extract this archive")
+
+
+def _entry_parts(zip_path: Path, info: zipfile.ZipInfo, max_ratio: float) -> tuple[str, ...]:
+    """The entry's path parts inside the archive, or a UserError if the entry is unsafe."""
+    name = info.filename
+    # Zips made on Windows may use backslashes; treat them as separators so "..\\x" is caught too.
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or _DRIVE.match(posix):
+        raise _refuse(zip_path, name, "has an absolute path")
+    parts = tuple(p for p in PurePosixPath(posix).parts if p not in ("", "."))
+    if ".." in parts:
+        raise _refuse(zip_path, name, "points outside the archive with '..'")
+    mode = info.external_attr >> 16
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise _refuse(zip_path, name, "is a symlink" if stat.S_ISLNK(mode) else "is a special file")
+    if info.flag_bits & 0x1:
+        raise _refuse(zip_path, name, "is encrypted (provide an unencrypted zip)")
+    if info.file_size > max(_RATIO_FLOOR_BYTES, max_ratio * max(info.compress_size, 1)):
+        raise _refuse(zip_path, name, f"expands {info.compress_size} bytes to {info.file_size} "
+                                      f"(ratio above {max_ratio:g}), like a zip bomb")
+    return parts
+
+
+def _copy_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int,
+                zip_path: Path, max_ratio: float) -> int:
+    """Stream one entry to ``target``, counting bytes rather than trusting its header."""
+    limit = min(info.file_size, budget, max(_RATIO_FLOOR_BYTES, max_ratio * info.compress_size))
+    written = 0
+    with zf.open(info) as src, open(target, "wb") as dst:
+        while block := src.read(_CHUNK):
+            written += len(block)
+            if written > limit:
+                raise _refuse(zip_path, info.filename, "expands beyond its declared size or the "
+                                                       "limits, like a zip bomb")
+            dst.write(block)
+    return written
+
+
+def safe_extract_zip(zip_path: Path, dest: Path, *, max_ratio: float = 200.0,
+                     max_total_bytes: int = 4 << 30) -> int:
+    """Replace ``dest`` with the complete contents of ``zip_path``; return the number of files.
+
+    Raises UserError for entries with '..', absolute paths or drive letters, links or other
+    special files, encryption, a total size above ``max_total_bytes``, an entry over 1 MiB
+    compressed more than ``max_ratio`` times, and corrupt archives.
+    """
+    zip_path, dest = Path(zip_path), Path(dest)
+    if not zip_path.is_file():
+        raise UserError(f"{zip_path}: zip file not found")
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            plan, seen = [], set()
+            for info in zf.infolist():
+                parts = _entry_parts(zip_path, info, max_ratio)
+                if parts in seen and not info.is_dir():
+                    raise _refuse(zip_path, info.filename, "appears twice")
+                if parts:
+                    seen.add(parts)
+                    plan.append((info, parts))
+            declared = sum(info.file_size for info, _ in plan)
+            if declared > max_total_bytes:
+                raise UserError(f"{zip_path}: archive expands to {declared} bytes, above the limit "
+                                f"of {max_total_bytes}, like a zip bomb; refusing to extract it")
+            with atomic_dir(dest) as tmp:
+                budget, files = max_total_bytes, 0
+                for info, parts in plan:
+                    target = tmp.joinpath(*parts)
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    budget -= _copy_entry(zf, info, target, budget, zip_path, max_ratio)
+                    files += 1
+            return files
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
+        raise UserError(f"{zip_path}: corrupt or unsupported zip ({err}); "
+                        "download it again") from None
+    except (NotADirectoryError, FileExistsError, IsADirectoryError) as err:
+        raise UserError(f"{zip_path}: entries clash as file and folder ({err.filename}); "
+                        "fix the archive") from None
