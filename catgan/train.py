@@ -67,7 +67,7 @@ def training_hash(params: Params, data_hash: str) -> str:
     Epochs are left out so that a finished run can be extended by raising train.epochs.
     """
     shaping = {k: v for k, v in dataclasses.asdict(params.train).items()
-               if k not in ("epochs", "device", "threads", "log_every")}
+               if k not in ("epochs", "device", "threads", "channels_last", "log_every")}
     code = {name: hashlib.sha256((_HERE / name).read_bytes()).hexdigest() for name in _CODE}
     blob = json.dumps({"model": dataclasses.asdict(params.model), "train": shaping,
                        "data": data_hash, "code": code}, sort_keys=True)
@@ -100,7 +100,8 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
     device = select_device(t.device)
     seed_everything(t.seed, t.threads)
     G, D = build(m.variant, m.latent_dim, m.init)
-    G, D = G.to(device), D.to(device)
+    layout = torch.channels_last if t.channels_last else torch.contiguous_format
+    G, D = G.to(device, memory_format=layout), D.to(device, memory_format=layout)
     opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas))
     gen = torch.Generator(device=device).manual_seed(t.seed)
@@ -176,6 +177,8 @@ def _epoch(G, D, opt_g, opt_d, data, gen, params: Params, epoch: int, steps: int
     bar = tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", leave=False, dynamic_ncols=True)
     for i in bar:
         real = data[perm[i * t.batch_size:(i + 1) * t.batch_size]].float().div_(127.5).sub_(1)
+        if t.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
         values[i] = _step(G, D, opt_g, opt_d, real, gen, params)
         if (i + 1) % t.log_every == 0 or i + 1 == steps:
             host = values[read:i + 1].cpu().numpy()

@@ -1,0 +1,114 @@
+"""The real `dvc` CLI on a temporary clone of this project, with tiny settings."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, TINY, merge
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+SETTINGS = merge(TINY, {"train": {"epochs": 1}, "tracking": {"enabled": True}})
+
+
+def env() -> dict:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    return {**base, "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+
+
+def sh(project: Path, *cmd: str, timeout: int = 600) -> str:
+    proc = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A git clone of the working tree (tracked and untracked-not-ignored files) with tiny params."""
+    dest = tmp_path_factory.mktemp("clone") / "catgan"
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    (dest / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load(
+        (ROOT / "params.yaml").read_text()), SETTINGS), sort_keys=False))
+    sh(dest, "git", "init", "-q")
+    sh(dest, "git", "add", "-A")
+    sh(dest, "git", "commit", "-qm", "tiny")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def reproduced(project: Path) -> str:
+    """`dvc repro` of the whole pipeline, its results committed as the experiments' baseline."""
+    out = sh(project, "dvc", "repro")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline results")
+    return out
+
+
+def test_repro_runs_all_five_stages_then_nothing(project, reproduced):
+    assert ran_stages(reproduced) == ["fetch", "preprocess", "train", "evaluate", "plot"]
+    assert ran_stages(sh(project, "dvc", "repro")) == []
+    assert "up to date" in sh(project, "dvc", "status")
+    assert sh(project, "git", "status", "--porcelain").strip() == ""
+
+
+def test_exp_run_fused_reruns_only_train_evaluate_plot(project, reproduced):
+    out = sh(project, "dvc", "exp", "run", "--name", "fused-exp", "-S", "model.variant=fused")
+    assert ran_stages(out) == ["train", "evaluate", "plot"]
+    diff = json.loads(sh(project, "dvc", "exp", "diff", "--json", "HEAD", "fused-exp"))
+    changed = diff["metrics"]["metrics/eval.json"]
+    assert changed["swd.swd_avg"]["diff"] != 0
+    assert "loss_d" in diff["metrics"]["metrics/train.json"]
+    assert diff["params"]["params.yaml"]["model.variant"]["new"] == "fused"
+    metrics_diff = sh(project, "dvc", "metrics", "diff", "HEAD", "fused-exp")
+    assert "swd.swd_avg" in metrics_diff and "metrics/eval.json" in metrics_diff
+
+
+def test_plots_diff_between_experiments_holds_both_runs(project, reproduced):
+    out_dir = project / "dvc_plots"
+    sh(project, "dvc", "plots", "diff", "HEAD", "fused-exp", "-o", str(out_dir))
+    html = (out_dir / "index.html").read_text()
+    assert "fused-exp" in html and "loss_d" in html
+
+
+def test_queued_sweep_lands_both_runs_in_the_main_mlflow_store(project, reproduced):
+    sh(project, "dvc", "exp", "run", "--queue", "-S", "model.variant=baseline,fused",
+       "-S", "train.seed=7")
+    sh(project, "dvc", "queue", "start", "-j", "1")
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = sh(project, "dvc", "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Failed" not in status, status
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("catgan").experiment_id],
+                              "tags.seed = '7'")
+    assert sorted(r.data.tags["variant"] for r in runs) == ["baseline", "fused"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["dvc_exp_name"] for r in runs)
+    assert all("eval.swd.swd_avg" in r.data.metrics for r in runs)
+    assert not list((project / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))
