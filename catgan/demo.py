@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
+from urllib.parse import urlparse
 
 from catgan.errors import UserError, cli_entry
 
@@ -20,8 +22,9 @@ VARIANTS = ("baseline", "fused")
 SETTINGS = {
     "data.source": "synthetic",
     "data.synthetic_count": 512,
-    "train.epochs": 10,
-    "train.batch_size": 32,
+    "train.epochs": 14,
+    "train.batch_size": 16,
+    "train.channels_last": "true",
     "model.init": "dcgan",
     "eval.num_samples": 256,
     "eval.kid_subset_size": 128,
@@ -62,18 +65,49 @@ def run_experiments() -> None:
             "-S", f"model.variant={variant}")
 
 
+def report_paths() -> dict[str, Path]:
+    """Each demo run's report, as logged to MLflow: a plain file under mlartifacts/."""
+    from mlflow.tracking import MlflowClient
+
+    from catgan.config import TrackingConfig
+    from catgan.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri(TrackingConfig()))
+    exp = client.get_experiment_by_name(TrackingConfig().experiment)
+    found = {}
+    for variant in VARIANTS:
+        runs = client.search_runs([exp.experiment_id] if exp else [],
+                                  f"tags.dvc_exp_name = '{exp_name(variant)}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        if runs:
+            uri = runs[0].info.artifact_uri + "/report/index.html"
+            found[variant] = Path(urlparse(uri).path)
+    return found
+
+
 @cli_entry
 def main() -> None:
+    from catgan import compare
+
     start = time.time()
     run_experiments()
     names = [exp_name(v) for v in VARIANTS]
     print("\n== dvc exp show ==", flush=True)
     sys.stdout.write(dvc("exp", "show", "--no-pager", "--csv", "--only-changed", "--no-fetch",
                          capture=True))
-    print("\n== dvc metrics diff ==", flush=True)
+    print("\n== dvc metrics diff " + " ".join(names) + " ==", flush=True)
     sys.stdout.write(dvc("metrics", "diff", *names, capture=True))
+    records = [r for r in compare.collect_dvc(Path.cwd()) if r.name in names]
+    summary = compare.summarize(records, metrics=["eval.*"])
+    print("\n== catgan compare (one seed each: no interval yet) ==")
+    print(compare.render_text(summary))
+    compare.save(summary, Path("compare"))
+    print("\n== reports ==")
+    for variant, path in report_paths().items():
+        print(f"{variant}: {path}")
     print(f"\ndemo finished in {time.time() - start:.0f} s")
-    print("Open the MLflow UI with: make ui   (then http://127.0.0.1:5000)")
+    print("Browse every run in the MLflow UI: make ui   (http://127.0.0.1:5000)")
+    print("Three seeds per variant: see 'Comparing the variants over seeds' in README.md")
 
 
 if __name__ == "__main__":
