@@ -15,12 +15,11 @@ from catgan.images import to_uint8
 from catgan.metrics.diversity import collapse_warning, diversity_ratio
 from catgan.metrics.inception import inception_metrics
 from catgan.metrics.swd import swd
-from catgan.models import sample
+from catgan.models import batch_statistics, sample
 
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def generate(G: torch.nn.Module, n: int, latent_dim: int, *, seed: int, batch_size: int,
              device: torch.device) -> torch.Tensor:
     """``n`` uint8 samples; the latent is drawn on the CPU so every device sees the same one."""
@@ -28,15 +27,15 @@ def generate(G: torch.nn.Module, n: int, latent_dim: int, *, seed: int, batch_si
     return torch.cat([to_uint8(sample(G, chunk.to(device))) for chunk in z.split(batch_size)])
 
 
-@torch.no_grad()
 def mean_score(D: torch.nn.Module, images: torch.Tensor, *, batch_size: int,
                device: torch.device) -> float:
-    """Mean sigmoid(D(x)) over uint8 images: the course's real/fake "accuracy"."""
-    D.eval()
+    """Mean sigmoid(D(x)) over uint8 images of one kind, batch by batch as in training: the
+    course's real/fake "accuracy"."""
     total = torch.zeros((), dtype=torch.float64)
-    for chunk in images.split(batch_size):
-        x = chunk.to(device).float().div_(127.5).sub_(1)
-        total += torch.sigmoid(D(x)).double().sum().cpu()
+    with batch_statistics(D):
+        for chunk in images.split(batch_size):
+            x = chunk.to(device).float().div_(127.5).sub_(1)
+            total += torch.sigmoid(D(x)).double().sum().cpu()
     return float(total / len(images))
 
 

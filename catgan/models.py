@@ -1,6 +1,7 @@
 """DCGAN generator/discriminator variants, weight init and per-layer summaries."""
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 
@@ -191,19 +192,27 @@ def format_layer_table(rows: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
-@torch.no_grad()
-def sample(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """G(z) with batch statistics, as in training (and in the course), running stats untouched.
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module):
+    """Run ``model`` as in training (BatchNorm on batch statistics), its running stats untouched.
 
-    Running statistics lag behind a GAN's fast-moving generator, so eval-mode samples show a
-    different, usually worse, picture than the one the discriminator was trained against.
+    GAN networks only ever see batch statistics while they learn, and the running statistics lag
+    behind (D's mix real and fake batches), so eval mode shows a different network. This also
+    matches the course, whose samples and scores come from train mode.
     """
-    saved = {k: v.clone() for k, v in generator.state_dict().items()
+    saved = {k: v.clone() for k, v in model.state_dict().items()
              if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-    was_training = generator.training
-    generator.train()
+    was_training = model.training
+    model.train()
     try:
-        return generator(z)
+        with torch.no_grad():
+            yield model
     finally:
-        generator.load_state_dict(saved, strict=False)
-        generator.train(was_training)
+        model.load_state_dict(saved, strict=False)
+        model.train(was_training)
+
+
+def sample(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """G(z) with batch statistics, as in training; uses no RNG and changes no state."""
+    with batch_statistics(generator) as G:
+        return G(z)
