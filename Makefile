@@ -24,7 +24,4 @@ test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 ui: $(STAMP)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
-		--backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
-		--default-artifact-root "$(CURDIR)/mlartifacts" \
-		--host $(UI_HOST) --port $(UI_PORT) --workers 1
+	UI_HOST=$(UI_HOST) UI_PORT=$(UI_PORT) $(BIN)/python -m catgan.ui

@@ -31,7 +31,8 @@ class NullTracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
-    def log_rows(self, rows: list[dict[str, float]], step_key: str, prefix: str = "") -> None: ...
+    def log_rows(self, rows: list[dict[str, float]], step_key: str, columns: tuple[str, ...],
+                 prefix: str = "") -> None: ...
 
     def log_image(self, image, key: str, step: int) -> None: ...
 
@@ -86,9 +87,9 @@ class MlflowTracker(NullTracker):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self._log([(k, v, step) for k, v in metrics.items()])
 
-    def log_rows(self, rows: list[dict[str, float]], step_key: str, prefix: str = "") -> None:
-        self._log([(prefix + k, v, int(row[step_key])) for row in rows
-                   for k, v in row.items() if k != step_key])
+    def log_rows(self, rows: list[dict[str, float]], step_key: str, columns: tuple[str, ...],
+                 prefix: str = "") -> None:
+        self._log([(prefix + k, row[k], int(row[step_key])) for row in rows for k in columns])
 
     def _log(self, triples: list[tuple[str, float, int]]) -> None:
         from mlflow.entities import Metric

@@ -146,7 +146,7 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
                 "rng": checkpoint.rng_state(gen), "fixed_z": fixed_z.cpu(),
                 "history": result.history, "steps": result.steps})
             tracker.log_metrics({k: row[k] for k in COLUMNS}, step=epoch)
-            tracker.log_rows(step_rows, "step", prefix="step_")
+            tracker.log_rows(step_rows, "step", COLUMNS, prefix="step_")
     except BaseException:
         tracker.finish("FAILED")
         raise

@@ -54,3 +54,10 @@ def test_unreachable_store_fails_fast_with_a_clear_message(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(UserError, match="unreachable.*tracking.enabled: false"):
         MlflowTracker(f"sqlite:///{tmp_path}/a-file/mlflow.db", "x", tmp_path)
+
+
+def test_per_step_metrics_are_exactly_the_training_columns(store, tiny_params, tiny_images,
+                                                           tmp_path):
+    result = train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path / "ck", store)
+    logged = set(store.client.get_run(result.run_id).data.metrics)
+    assert {k for k in logged if k.startswith("step_")} == {"step_" + c for c in COLUMNS}

@@ -1,0 +1,169 @@
+"""The MLflow UI in a real headless Chromium, over a store that our tracker filled by real training."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catgan.errors import UserError
+from catgan.tracking import MlflowTracker
+from catgan.train import TrainResult, train
+from catgan.ui import serve
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "test-artifacts" / "mlflow-ui.png"
+CHROMIUM = Path("/usr/bin/chromium")
+# No sandbox: CI runs as root. The rest keeps Chromium off the network and off the GPU.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = 30_000  # the UI's first load parses a large bundle: seconds on 2 busy cores
+VARIANTS = ("baseline", "fused")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: CI must install it (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is missing; install it (apt-get install chromium) to test the UI")
+    return CHROMIUM
+
+
+def server_processes(port: int) -> dict[int, int]:
+    """Process id -> process group of every live process started with ``--port <port>``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            state, _, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # it exited while we looked
+            continue
+        if state != "Z" and any(a == b"--port" and b == str(port).encode() for a, b in zip(args, args[1:])):
+            found[int(entry.name)] = int(group)
+    return found
+
+
+def test_ui_shows_each_variant_its_metrics_and_samples(tiny_params, tiny_images, tmp_path):
+    browser = chromium()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(store, "catgan-ui", tmp_path / "artifacts")
+
+    def train_each_variant() -> dict[str, TrainResult]:
+        results = {}
+        for variant in VARIANTS:
+            params = tiny_params(model={"variant": variant}, tracking={"enabled": True})
+            results[variant] = train(params, tiny_images, "ui-test", tmp_path / variant, tracker)
+            tracker.finish()
+        return results
+
+    # The runs train while the server starts: each takes seconds, and the UI must show runs logged
+    # after it started.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        training = pool.submit(train_each_variant)
+        with serve(store, tmp_path / "served-artifacts") as url:
+            fused = training.result()["fused"]
+            port = int(url.rsplit(":", 1)[1])
+            server = server_processes(port)
+            assert server, f"no process serves {url}"
+            assert len(set(server.values())) == 1 and os.getpgrp() not in server.values()
+            check_artifact_api(url, fused, tmp_path / "fused" / "grids")
+            check_pages(url, browser, tracker.experiment_id, fused)
+
+    assert server_processes(port) == {}
+    with pytest.raises(ProcessLookupError):  # nothing is left in the server's process group
+        os.killpg(next(iter(server.values())), 0)
+
+
+def check_artifact_api(url: str, run: TrainResult, grids: Path) -> None:
+    """The last epoch's sample grid comes back as the very PNG that training saved."""
+    epoch = len(run.history)
+    listing = json.loads(fetch(f"{url}/ajax-api/2.0/mlflow/artifacts/list", run_id=run.run_id, path="images"))
+    paths = [f["path"] for f in listing["files"]]
+    png = [p for p in paths if f"samples+step+{epoch}+" in p and p.endswith(".png") and "compressed" not in p]
+    assert len(png) == 1, paths
+    body = fetch(f"{url}/get-artifact", path=png[0], run_uuid=run.run_id)
+    assert body.startswith(PNG_MAGIC)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(body))),
+                                  np.asarray(Image.open(grids / f"epoch_{epoch:03d}.png")))
+
+
+def fetch(url: str, **query: str) -> bytes:
+    # No proxy: one taken from the environment would not reach the loopback server.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{url}?{urllib.parse.urlencode(query)}", timeout=30) as response:
+        return response.read()
+
+
+def check_pages(url: str, browser: Path, experiment_id: str, fused: TrainResult) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    epoch = len(fused.history)
+    ml_view = "workflowType=machine_learning"  # the UI opens on its GenAI view unless told
+    with sync_playwright() as playwright:
+        chrome = playwright.chromium.launch(executable_path=str(browser), args=CHROMIUM_ARGS)
+        page = chrome.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(WAIT_MS)
+        try:
+            # The experiment lists exactly one run per variant, by the names our tags give them.
+            page.goto(f"{url}/#/experiments/{experiment_id}/runs?{ml_view}")
+            runs = page.get_by_role("link", name=re.compile(r"-seed\d+$"))
+            expect(runs).to_have_count(len(VARIANTS), timeout=WAIT_MS)
+            assert sorted(runs.all_inner_texts()) == [f"{v}-seed0" for v in VARIANTS]
+
+            # The run's link leads to its page, which shows its last epoch's loss_d digit for digit.
+            # The link drops the view from the URL (a user's choice would be remembered): keep it.
+            run_page = f"#/experiments/{experiment_id}/runs/{fused.run_id}"
+            expect(runs.filter(has_text="fused-seed0")).to_have_attribute("href", run_page)
+            page.goto(f"{url}/{run_page}?{ml_view}")
+            row = page.get_by_role("row").filter(has=page.get_by_text("loss_d", exact=True))
+            expect(row).to_contain_text(repr(fused.history[-1]["loss_d"]), timeout=WAIT_MS)
+
+            # The images chart shows the per-epoch samples and steps to the last epoch's.
+            page.get_by_role("tab", name="Model metrics").click()
+            page.get_by_placeholder("Search metric charts").fill("samples")
+            expand = page.locator("[data-component-id=fullscreen_button_chartcard]")
+            expect(expand).to_have_count(1, timeout=WAIT_MS)
+            expand.click()
+            dialog = page.get_by_role("dialog")
+            step = dialog.get_by_role("spinbutton")
+            step.fill(str(epoch))
+            step.press("Tab")
+            image = dialog.locator("img[src*='get-artifact']")
+            expect(image).to_have_attribute(
+                "src", re.compile(rf"samples%2Bstep%2B{epoch}%2B.*run_uuid={fused.run_id}"), timeout=WAIT_MS)
+            # decode() rejects when the browser could not load or decode the image.
+            assert image.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+            image.evaluate("img => img.scrollIntoView({block: 'center'})")
+        finally:
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT))
+            chrome.close()
+
+
+def test_a_taken_port_fails_before_starting_anything(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=rf"127\.0\.0\.1:{port} .*UI_PORT"):
+            with serve(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, port=port):
+                pass
+    assert server_processes(port) == {}
+
+
+def test_a_server_that_dies_while_starting_reports_its_output(tmp_path):
+    with pytest.raises(UserError, match=r"exited with code \d+ while starting:(.|\n)*bogus://nowhere"):
+        with serve("bogus://nowhere", tmp_path):
+            pass
