@@ -157,10 +157,10 @@ def dvc_executable() -> str:
     return found
 
 
-def collect_dvc(repo: Path) -> list[Record]:
-    """Finished DVC experiments of ``repo``'s HEAD commit."""
+def collect_dvc(repo: Path, all_commits: bool = False) -> list[Record]:
+    """Finished DVC experiments of ``repo``'s HEAD commit (or of every commit)."""
     repo = Path(repo)
-    cmd = [dvc_executable(), "exp", "show", "--json", "--no-fetch"]
+    cmd = [dvc_executable(), "exp", "show", "--json", "--no-fetch", *(["-A"] if all_commits else [])]
     try:
         out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as err:

@@ -6,14 +6,16 @@ cache restores every stage whose code, data and params did not change.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from catgan.compare import dvc_executable
 from catgan.errors import UserError, cli_entry
 
 VARIANTS = ("baseline", "fused")
@@ -31,12 +33,19 @@ SETTINGS = {
 }
 
 
+SHOWN = ("Experiment", "model.variant", "train.seed", "loss_d", "loss_g", "real_score",
+         "fake_score", "swd.swd_avg", "swd_real_floor.swd_avg", "diversity.diversity_ratio")
+
+
+COMPARED = ["eval.swd.*", "eval.diversity.diversity_ratio", "eval.scores.*"]
+
+
 def exp_name(variant: str) -> str:
     return f"demo-{variant}"
 
 
 def dvc(*args: str, capture: bool = False) -> str:
-    cmd = [shutil.which("dvc") or "dvc", *args]
+    cmd = [dvc_executable(), *args]
     proc = subprocess.run(cmd, text=True, capture_output=capture)
     if proc.returncode != 0:
         detail = (proc.stderr or "").strip().splitlines()[-1:] if capture else []
@@ -63,6 +72,24 @@ def run_experiments() -> None:
         print(f"\n== demo: {variant} ==", flush=True)
         dvc("exp", "run", "--temp", "--name", exp_name(variant), *overrides,
             "-S", f"model.variant={variant}")
+
+
+def exp_table(names: list[str]) -> str:
+    """The demo experiments' rows of ``dvc exp show``, cut to the columns that tell the story."""
+    csv_text = dvc("exp", "show", "--csv", "-A", "--no-fetch", "--drop", ".*", "--keep",
+                   f"^({'|'.join(SHOWN)})$", capture=True)
+    rows = list(csv.reader(io.StringIO(csv_text)))
+    kept = [rows[0]] + [r for r in rows[1:] if r and r[0] in names]
+    kept = [kept[0]] + [[_short(c) for c in r] for r in kept[1:]]
+    widths = [max(len(r[i]) for r in kept) for i in range(len(kept[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in kept)
+
+
+def _short(cell: str) -> str:
+    try:
+        return f"{float(cell):.4g}"
+    except ValueError:
+        return cell
 
 
 def report_paths() -> dict[str, Path]:
@@ -92,13 +119,12 @@ def main() -> None:
     start = time.time()
     run_experiments()
     names = [exp_name(v) for v in VARIANTS]
-    print("\n== dvc exp show ==", flush=True)
-    sys.stdout.write(dvc("exp", "show", "--no-pager", "--csv", "--only-changed", "--no-fetch",
-                         capture=True))
+    print("\n== dvc exp show (selected columns) ==", flush=True)
+    print(exp_table(names))
     print("\n== dvc metrics diff " + " ".join(names) + " ==", flush=True)
     sys.stdout.write(dvc("metrics", "diff", *names, capture=True))
-    records = [r for r in compare.collect_dvc(Path.cwd()) if r.name in names]
-    summary = compare.summarize(records, metrics=["eval.*"])
+    records = [r for r in compare.collect_dvc(Path.cwd(), all_commits=True) if r.name in names]
+    summary = compare.summarize(records, metrics=COMPARED)
     print("\n== catgan compare (one seed each: no interval yet) ==")
     print(compare.render_text(summary))
     compare.save(summary, Path("compare"))
