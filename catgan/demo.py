@@ -24,7 +24,7 @@ VARIANTS = ("baseline", "fused")
 SETTINGS = {
     "data.source": "synthetic",
     "data.synthetic_count": 512,
-    "train.epochs": 14,
+    "train.epochs": 12,
     "train.batch_size": 16,
     "train.channels_last": "true",
     "model.init": "dcgan",
