@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import imageio.v3
 import pytest
 import torch
+from PIL import Image
 
 from conftest import ROOT, merge, write_params
 
@@ -57,7 +59,7 @@ def same(a: Path, b: Path) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_train_and_evaluate_write_every_declared_output(prepared, tmp_path):
+def test_train_evaluate_plot_write_every_declared_output(prepared, tmp_path):
     project = clone(prepared, tmp_path, {})
     run_stage(project, "train")
     for path in ("models/generator.pt", "models/discriminator.pt", "models/run.json",
@@ -76,6 +78,16 @@ def test_train_and_evaluate_write_every_declared_output(prepared, tmp_path):
 
     assert numbers_only(metrics)
     assert metrics["swd"]["swd_avg"] > 0 and metrics["inception"]["computed"] in (0, 1)
+
+    run_stage(project, "plot")
+    report = project / "report"
+    for name in ("losses.png", "scores.png", "dataset.png", "epoch0.png", "final.png",
+                 "samples.mp4", "index.html"):
+        assert (report / name).stat().st_size > 0, name
+    grid = Image.open(project / "samples/epoch_000.png").size
+    frames = list(imageio.v3.imiter(report / "samples.mp4", plugin="FFMPEG"))
+    assert len(frames) == 3 and frames[0].shape[:2] == (grid[1], grid[0])  # epochs + 1
+    assert "data:video/mp4;base64," in (report / "index.html").read_text()
 
 
 def test_kill_9_during_training_then_rerun_equals_an_uninterrupted_run(prepared, tmp_path):
