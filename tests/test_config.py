@@ -79,3 +79,9 @@ def test_stage_exits_2_with_one_line_and_no_traceback(tmp_path, content, message
 def test_missing_params_file_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="not found; run from the project root"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_readme_documents_every_params_key():
+    readme = (ROOT / "README.md").read_text()
+    missing = [key for key in flatten(Params()) if f"`{key}`" not in readme]
+    assert not missing, f"README.md's parameter table lacks {missing}"
