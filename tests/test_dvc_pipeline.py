@@ -112,4 +112,7 @@ def test_queued_sweep_lands_both_runs_in_the_main_mlflow_store(project, reproduc
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all(r.data.tags["dvc_exp_name"] for r in runs)
     assert all("eval.swd.swd_avg" in r.data.metrics for r in runs)
+    for run in runs:
+        logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "report")}
+        assert {"index.html", "losses.png", "scores.png", "samples.mp4"} <= logged
     assert not list((project / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))
