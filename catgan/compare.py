@@ -357,6 +357,12 @@ def _cell(s: Stat) -> str:
     return f"{_num(s.mean)} ± {_num((s.ci[1] - s.ci[0]) / 2)} ({s.n})"
 
 
+def align(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as fixed-width text columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
 def render_text(summary: Summary) -> str:
     """A fixed-width table: mean ± interval half-width (seeds) per variant, difference, verdict."""
     first, second = summary.variants
@@ -370,9 +376,8 @@ def render_text(summary: Summary) -> str:
         body.append((row.metric, _cell(row.stats[0]), _cell(row.stats[1]),
                      f"{_num(row.difference)} {span}", row.verdict))
     widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    lines = [line(head), "  ".join("-" * w for w in widths), *map(line, body)]
-    return "\n".join(lines) + (
+    rule = tuple("-" * w for w in widths)
+    return align([head, rule, *body]) + (
         f"\n\n{len(summary.runs)} runs. Per variant: Student t interval of the mean over seeds. "
         f"Difference: Welch t interval.\n")
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from catgan.compare import dvc_executable
+from catgan.compare import align, dvc_executable
 from catgan.errors import UserError, cli_entry
 
 VARIANTS = ("baseline", "fused")
@@ -79,10 +79,7 @@ def exp_table(names: list[str]) -> str:
     csv_text = dvc("exp", "show", "--csv", "-A", "--no-fetch", "--drop", ".*", "--keep",
                    f"^({'|'.join(SHOWN)})$", capture=True)
     rows = list(csv.reader(io.StringIO(csv_text)))
-    kept = [rows[0]] + [r for r in rows[1:] if r and r[0] in names]
-    kept = [kept[0]] + [[_short(c) for c in r] for r in kept[1:]]
-    widths = [max(len(r[i]) for r in kept) for i in range(len(kept[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in kept)
+    return align([rows[0]] + [[_short(c) for c in r] for r in rows[1:] if r and r[0] in names])
 
 
 def _short(cell: str) -> str:

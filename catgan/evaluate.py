@@ -43,8 +43,8 @@ def real_sets(images: np.ndarray, n: int, seed: int) -> tuple[torch.Tensor, torc
     """Two disjoint, seeded draws of ``n`` real images (fewer when the set is small)."""
     m = min(n, len(images) // 2)
     order = np.random.default_rng(seed).permutation(len(images))
-    pick = lambda idx: torch.from_numpy(np.ascontiguousarray(images[np.sort(idx)]))  # noqa: E731
-    return pick(order[:m]), pick(order[m:2 * m])
+    return tuple(torch.from_numpy(np.ascontiguousarray(images[np.sort(idx)]))
+                 for idx in (order[:m], order[m:2 * m]))
 
 
 def evaluate(params: Params, G: torch.nn.Module, D: torch.nn.Module, images: np.ndarray,
