@@ -58,7 +58,11 @@ class TrainConfig:
     device: str = _knob("auto", choices=("auto", "cpu", "cuda"))
     threads: int = _knob(0, low=0, high=1024)
     channels_last: bool = False
-    log_every: int = _knob(1, low=1)
+    precision: str = _knob("fp32", choices=("fp32", "bf16"))
+    compile: bool = False
+    nproc: int = _knob(1, low=1, high=64)
+    sync_bn: bool = False
+    log_every: int = _knob(10, low=1)
 
 
 @dataclass(frozen=True)

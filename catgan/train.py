@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from catgan import checkpoint
 from catgan.config import Params, flatten
+from catgan.distributed import Dist, select_device
 from catgan.errors import UserError
 from catgan.images import grid_image, save_png
 from catgan.losses import d_loss, g_loss, grad_norm
@@ -34,9 +35,11 @@ log = logging.getLogger(__name__)
 COLUMNS = ("loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm")
 FIXED_SAMPLES = 64
 _HERE = Path(__file__).parent
-_CODE = ("train.py", "models.py", "losses.py", "checkpoint.py")
+_CODE = ("train.py", "models.py", "losses.py", "checkpoint.py", "distributed.py")
 # The fixed latent has its own stream so that how batches are drawn never changes it.
 _FIXED_SEED_OFFSET = 0x5EED
+_NOISE_SEED_OFFSET = 0x2A7E
+_RANK_SEED_STRIDE = 7919
 
 
 class TrainingDiverged(UserError):
@@ -51,14 +54,6 @@ class TrainResult:
     steps: list[dict] = field(default_factory=list)  # one row every train.log_every steps
     run_id: str | None = None
     resumed_from: int = 0
-
-
-def select_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device = 'cuda' but no CUDA device is available; use auto or cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def training_hash(params: Params, data_hash: str) -> str:
@@ -84,6 +79,7 @@ def checkpoint_dir(root: Path, params: Params, data_hash: str) -> Path:
     return root / "checkpoints" / name
 
 
+
 def seed_everything(seed: int, threads: int) -> None:
     # Results are bit-identical across CPU runs only with the thread count pinned.
     torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -92,33 +88,44 @@ def seed_everything(seed: int, threads: int) -> None:
     random.seed(seed)
 
 
+@dataclass
+class _Nets:
+    G: torch.nn.Module
+    D: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    order: torch.Generator  # the data order: the same in every process
+    noise: torch.Generator  # latents: one stream per process
+    dist: Dist
+
+
 def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
-          tracker: NullTracker | None = None) -> TrainResult:
-    """Train from scratch or resume from ``ckpt_dir/last.pt``; grids go to ``ckpt_dir/grids``."""
+          tracker: NullTracker | None = None, dist: Dist | None = None,
+          device: torch.device | None = None) -> TrainResult:
+    """Train from scratch or resume from ``ckpt_dir/last.pt``; grids go to ``ckpt_dir/grids``.
+
+    Under torchrun every process calls this with its ``dist``; only the main one writes files, and
+    ``tracker`` should be a NullTracker on the others.
+    """
     t, m = params.train, params.model
     tracker = tracker or NullTracker()
-    device = select_device(t.device)
-    seed_everything(t.seed, t.threads)
-    G, D = build(m.variant, m.latent_dim, m.init)
-    layout = torch.channels_last if t.channels_last else torch.contiguous_format
-    G, D = G.to(device, memory_format=layout), D.to(device, memory_format=layout)
-    opt_g = torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas))
-    opt_d = torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas))
-    gen = torch.Generator(device=device).manual_seed(t.seed)
+    dist = dist or Dist()
+    device = device or select_device(t.device, dist.local_rank)
+    steps = _steps_per_epoch(t, dist, device, len(images))
+    seed_everything(t.seed, t.threads or max(1, (os.cpu_count() or 1) // dist.local_world))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    nets = _networks(params, device, dist)
     fixed_z = torch.randn(FIXED_SAMPLES, m.latent_dim, 1, 1,
                           generator=torch.Generator().manual_seed(t.seed + _FIXED_SEED_OFFSET))
     fixed_z = fixed_z.to(device)
 
     ckpt_path, grid_dir = ckpt_dir / "last.pt", ckpt_dir / "grids"
     key = training_hash(params, data_hash)
-    result = TrainResult(G, D)
+    result = TrainResult(nets.G, nets.D)
     state = _resumable(checkpoint.load(ckpt_path), key, t.epochs, ckpt_path)
     if state:
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        checkpoint.restore_rng_state(state["rng"], gen)
+        _restore(nets, state)
         fixed_z = state["fixed_z"].to(device)
         result.history, result.steps = state["history"], state["steps"]
         result.resumed_from = state["epoch"]
@@ -126,31 +133,78 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
     result.run_id = tracker.start(flatten(params), run_tags(params, data_hash),
                                   run_id=state["run_id"] if state else None)
     if not state:
-        shutil.rmtree(grid_dir, ignore_errors=True)
-        _save_grid(G, fixed_z, grid_dir, 0, tracker)
+        if dist.main:
+            shutil.rmtree(grid_dir, ignore_errors=True)
+        _save_grid(nets, fixed_z, grid_dir, 0, tracker)
 
     data = torch.from_numpy(np.array(images)).to(device)  # one copy: the memmap is read-only
-    n = data.shape[0]
-    steps = math.ceil(n / t.batch_size)
-    steps = min(steps, t.steps_per_epoch) if t.steps_per_epoch else steps
     try:
         for epoch in range(result.resumed_from + 1, t.epochs + 1):
-            row, step_rows = _epoch(G, D, opt_g, opt_d, data, gen, params, epoch, steps)
+            row, step_rows = _epoch(nets, data, params, epoch, steps)
+            nets.dist.average_batchnorm_statistics(nets.G)
+            nets.dist.average_batchnorm_statistics(nets.D)
             result.history.append(row)
             result.steps.extend(step_rows)
-            _save_grid(G, fixed_z, grid_dir, epoch, tracker)
-            checkpoint.save(ckpt_path, {
-                "train_hash": key, "epoch": epoch, "run_id": result.run_id,
-                "G": G.state_dict(), "D": D.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "rng": checkpoint.rng_state(gen), "fixed_z": fixed_z.cpu(),
-                "history": result.history, "steps": result.steps})
+            _save_grid(nets, fixed_z, grid_dir, epoch, tracker)
+            rng = dist.gather(checkpoint.rng_state(nets.noise))
+            if dist.main:
+                checkpoint.save(ckpt_path, {
+                    "train_hash": key, "epoch": epoch, "run_id": result.run_id,
+                    "G": nets.G.state_dict(), "D": nets.D.state_dict(),
+                    "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(),
+                    "rng": rng, "order": nets.order.get_state(), "fixed_z": fixed_z.cpu(),
+                    "history": result.history, "steps": result.steps})
             tracker.log_metrics({k: row[k] for k in COLUMNS}, step=epoch)
             tracker.log_rows(step_rows, "step", COLUMNS, prefix="step_")
+            dist.barrier()  # no process starts an epoch whose predecessor is not on disk
     except BaseException:
         tracker.finish("FAILED")
         raise
     return result
+
+
+def _steps_per_epoch(t, dist: Dist, device: torch.device, n: int) -> int:
+    if t.sync_bn and dist.world > 1 and device.type != "cuda":
+        raise UserError("train.sync_bn = true needs CUDA devices (SyncBatchNorm has no CPU kernel); "
+                        "set train.sync_bn: false")
+    if t.batch_size % dist.world:
+        raise UserError(f"train.batch_size = {t.batch_size} must be a multiple of train.nproc = "
+                        f"{dist.world}: it is the global batch, split evenly across the processes")
+    if dist.world > 1 and n < t.batch_size:
+        raise UserError(f"train.batch_size = {t.batch_size} is larger than the {n} training images; "
+                        "lower it or use more data")
+    # With several processes the last partial batch is dropped: it could not be split evenly.
+    steps = math.ceil(n / t.batch_size) if dist.world == 1 else n // t.batch_size
+    return min(steps, t.steps_per_epoch) if t.steps_per_epoch else steps
+
+
+def _networks(params: Params, device: torch.device, dist: Dist) -> _Nets:
+    t, m = params.train, params.model
+    G, D = build(m.variant, m.latent_dim, m.init)  # same seed, so the same weights in every process
+    if t.sync_bn and dist.world > 1:
+        G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(net) for net in (G, D))
+    layout = torch.channels_last if t.channels_last else torch.contiguous_format
+    G, D = G.to(device, memory_format=layout), D.to(device, memory_format=layout)
+    if t.compile:
+        G.compile()
+        D.compile()
+    return _Nets(
+        G, D,
+        torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas)),
+        torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas)),
+        order=torch.Generator(device=device).manual_seed(t.seed),
+        noise=torch.Generator(device=device).manual_seed(t.seed + _NOISE_SEED_OFFSET
+                                                         + _RANK_SEED_STRIDE * dist.rank),
+        dist=dist)
+
+
+def _restore(nets: _Nets, state: dict) -> None:
+    nets.G.load_state_dict(state["G"])
+    nets.D.load_state_dict(state["D"])
+    nets.opt_g.load_state_dict(state["opt_g"])
+    nets.opt_d.load_state_dict(state["opt_d"])
+    checkpoint.restore_rng_state(state["rng"][nets.dist.rank], nets.noise)
+    nets.order.set_state(state["order"])
 
 
 def _resumable(state: dict | None, key: str, epochs: int, path: Path) -> dict | None:
@@ -166,54 +220,67 @@ def _resumable(state: dict | None, key: str, epochs: int, path: Path) -> dict | 
     return state
 
 
-def _epoch(G, D, opt_g, opt_d, data, gen, params: Params, epoch: int, steps: int):
-    t = params.train
-    G.train()
-    D.train()
-    perm = torch.randperm(data.shape[0], generator=gen, device=data.device)
+def _epoch(nets: _Nets, data: torch.Tensor, params: Params, epoch: int, steps: int):
+    """One pass; per-step values stay on the device until a ``log_every`` boundary."""
+    t, dist = params.train, nets.dist
+    nets.G.train()
+    nets.D.train()
+    perm = torch.randperm(data.shape[0], generator=nets.order, device=data.device)
     values = torch.zeros(steps, len(COLUMNS), device=data.device)
     first_step = (epoch - 1) * steps
     step_rows, read = [], 0
-    bar = tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", leave=False, dynamic_ncols=True)
+    bar = tqdm(range(steps), desc=f"epoch {epoch}/{t.epochs}", leave=False, dynamic_ncols=True,
+               disable=not dist.main)
     for i in bar:
-        real = data[perm[i * t.batch_size:(i + 1) * t.batch_size]].float().div_(127.5).sub_(1)
+        shard = perm[i * t.batch_size:(i + 1) * t.batch_size].tensor_split(dist.world)[dist.rank]
+        real = data[shard].float().div_(127.5).sub_(1)
         if t.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        values[i] = _step(G, D, opt_g, opt_d, real, gen, params)
-        if (i + 1) % t.log_every == 0 or i + 1 == steps:
-            host = values[read:i + 1].cpu().numpy()
+        values[i] = _step(nets, real, params)
+        if (first_step + i + 1) % t.log_every == 0 or i + 1 == steps:
+            host = dist.average_(values[read:i + 1].clone()).cpu().numpy()
             _check_finite(host, epoch, read)
             for j in range(read, i + 1):
-                if (j + 1) % t.log_every == 0:
+                if (first_step + j + 1) % t.log_every == 0:
                     step_rows.append({"step": first_step + j + 1, "epoch": epoch,
                                       **dict(zip(COLUMNS, host[j - read].tolist()))})
             bar.set_postfix({c: f"{v:.3f}" for c, v in zip(COLUMNS[:4], host[-1])})
             read = i + 1
-    means = values.mean(dim=0).tolist()
+    means = dist.average_(values.mean(dim=0)).tolist()
     row = {"epoch": epoch, **dict(zip(COLUMNS, means))}
-    log.info("epoch %d: %s", epoch, ", ".join(f"{c} {row[c]:.4f}" for c in COLUMNS))
+    if dist.main:
+        log.info("epoch %d: %s", epoch, ", ".join(f"{c} {row[c]:.4f}" for c in COLUMNS))
     return row, step_rows
 
 
-def _step(G, D, opt_g, opt_d, real: torch.Tensor, gen: torch.Generator, params: Params):
-    latent = params.model.latent_dim
-    b = real.shape[0]
-    z = torch.randn(b, latent, 1, 1, generator=gen, device=real.device)
-    real_logits = D(real)
-    fake_logits = D(G(z).detach())
-    loss_d = d_loss(real_logits, fake_logits)
-    opt_d.zero_grad(set_to_none=True)
+def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
+    """One D step then one G step, as in the course; returns COLUMNS as a device tensor."""
+    G, D, dist = nets.G, nets.D, nets.dist
+    latent, b = params.model.latent_dim, real.shape[0]
+    # bf16 autocast keeps the weights, gradients and the BCE losses in float32.
+    autocast = torch.autocast(real.device.type, dtype=torch.bfloat16,
+                              enabled=params.train.precision == "bf16")
+    z = torch.randn(b, latent, 1, 1, generator=nets.noise, device=real.device)
+    with autocast:
+        real_logits = D(real)
+        fake_logits = D(G(z).detach())
+        loss_d = d_loss(real_logits, fake_logits)
+    nets.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
-    opt_d.step()
+    dist.average_gradients(D)
+    nets.opt_d.step()
 
-    z = torch.randn(b, latent, 1, 1, generator=gen, device=real.device)
-    loss_g = g_loss(D(G(z)), params.train.g_loss)
-    opt_g.zero_grad(set_to_none=True)
+    z = torch.randn(b, latent, 1, 1, generator=nets.noise, device=real.device)
+    with autocast:
+        loss_g = g_loss(D(G(z)), params.train.g_loss)
+    nets.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
+    dist.average_gradients(G)
     norm = grad_norm(G.parameters())
-    opt_g.step()
-    return torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(real_logits.detach()).mean(),
-                        torch.sigmoid(fake_logits.detach()).mean(), norm.detach()])
+    nets.opt_g.step()
+    return torch.stack([loss_d.detach(), loss_g.detach(),
+                        torch.sigmoid(real_logits.detach().float()).mean(),
+                        torch.sigmoid(fake_logits.detach().float()).mean(), norm.detach()])
 
 
 def _check_finite(values: np.ndarray, epoch: int, first: int) -> None:
@@ -225,9 +292,10 @@ def _check_finite(values: np.ndarray, epoch: int, first: int) -> None:
             "of that epoch; the last good checkpoint is kept. Lower train.lr or try model.init: dcgan")
 
 
-def _save_grid(G, fixed_z, grid_dir: Path, epoch: int, tracker: NullTracker) -> None:
+def _save_grid(nets: _Nets, fixed_z, grid_dir: Path, epoch: int, tracker: NullTracker) -> None:
     # sample() uses no RNG and restores BN statistics: the grid cannot change the trajectory.
-    image = grid_image(sample(G, fixed_z))
-    save_png(image, grid_dir / f"epoch_{epoch:03d}.png")
-    tracker.log_image(image, key="samples", step=epoch)
-
+    # Every process samples (SyncBatchNorm needs them all); only the main one writes.
+    image = grid_image(sample(nets.G, fixed_z))
+    if nets.dist.main:
+        save_png(image, grid_dir / f"epoch_{epoch:03d}.png")
+        tracker.log_image(image, key="samples", step=epoch)

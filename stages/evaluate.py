@@ -4,13 +4,14 @@ from pathlib import Path
 
 from catgan.config import load_params
 from catgan.data.preprocess import load_images
+from catgan.distributed import select_device
 from catgan.errors import cli_entry
 from catgan.evaluate import evaluate, flat_numbers
 from catgan.fileio import write_json
 from catgan.models import build
 from catgan.outputs import load_state_dict
 from catgan.tracking import open_run
-from catgan.train import seed_everything, select_device
+from catgan.train import seed_everything
 
 
 @cli_entry

@@ -1,13 +1,18 @@
-"""DVC stage train: train G and D on data/prepared, resuming from the last complete epoch."""
+"""DVC stage train: train G and D on data/prepared, resuming from the last complete epoch.
+
+Run by ``python -m catgan.launch`` (torchrun) with train.nproc processes; every process trains its
+share of each batch, and only the main one writes outputs and the MLflow run.
+"""
 import json
 from pathlib import Path
 
+from catgan import distributed
 from catgan.config import load_params, project_root
 from catgan.data.preprocess import load_images
-from catgan.errors import cli_entry
+from catgan.errors import UserError, cli_entry
 from catgan.models import format_layer_table, layer_table
 from catgan.outputs import write_train_outputs
-from catgan.tracking import make_tracker
+from catgan.tracking import NullTracker, make_tracker
 from catgan.train import checkpoint_dir, train
 
 PREPARED = Path("data/prepared")
@@ -16,18 +21,31 @@ PREPARED = Path("data/prepared")
 @cli_entry
 def main() -> None:
     params = load_params()
-    images = load_images(PREPARED / "images.npy")
-    data_hash = json.loads((PREPARED / "manifest.json").read_text())["content_hash"]
-    tracker = make_tracker(params.tracking)
-    ckpt_dir = checkpoint_dir(project_root(), params, data_hash)
-    result = train(params, images, data_hash, ckpt_dir, tracker)
+    dist, device = distributed.from_env(params.train.device)
+    if dist.world != params.train.nproc:
+        raise UserError(f"train.nproc = {params.train.nproc} but {dist.world} process(es) started; "
+                        f"run `python -m catgan.launch --nproc-per-node={params.train.nproc} "
+                        "stages/train.py` (dvc repro does) or set train.nproc to match")
+    try:
+        images = load_images(PREPARED / "images.npy")
+        data_hash = json.loads((PREPARED / "manifest.json").read_text())["content_hash"]
+        tracker = make_tracker(params.tracking) if dist.main else NullTracker()
+        ckpt_dir = checkpoint_dir(project_root(), params, data_hash)
+        result = train(params, images, data_hash, ckpt_dir, tracker, dist, device)
+        if dist.main:
+            write(params, result, tracker, ckpt_dir, images.shape[1:])
+        tracker.finish()
+    finally:
+        distributed.shutdown()
+
+
+def write(params, result, tracker, ckpt_dir: Path, image_shape: tuple) -> None:
     for name, net, shape in (("generator", result.generator, (params.model.latent_dim, 1, 1)),
-                             ("discriminator", result.discriminator, tuple(images.shape[1:]))):
+                             ("discriminator", result.discriminator, tuple(image_shape))):
         tracker.log_text(format_layer_table(layer_table(net, shape), name), f"layers_{name}.md")
     write_train_outputs(result, ckpt_dir / "grids", models=Path("models"), metrics=Path("metrics"),
                         samples=Path("samples"), variant=params.model.variant,
                         seed=params.train.seed)
-    tracker.finish()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"source": "synthetic", "synthetic_count": 24, "workers": 1},
     "model": {"variant": "fused"},
-    "train": {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2, "threads": 1},
+    "train": {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2, "threads": 1,
+              "log_every": 1},
     "eval": {"num_samples": 16, "batch_size": 16, "kid_subset_size": 8},
     "tracking": {"enabled": False},
 }

@@ -1,0 +1,102 @@
+"""Two training processes on the gloo backend (CPU): the torchrun path of the train stage."""
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+
+from catgan.config import parse_params
+from catgan.distributed import Dist
+from catgan.train import train
+from conftest import ROOT, TINY, merge, write_params
+from test_stages import run_stage, stage_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, out: str, images: np.ndarray) -> None:
+    torch_dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                  world_size=2)
+    params = parse_params(merge(TINY, {"train": {"nproc": 2, "epochs": 1, "steps_per_epoch": 1}}))
+    result = train(params, images, "test", Path(out) / "ckpt", dist=Dist(rank=rank, world=2,
+                                                                          local_rank=rank,
+                                                                          local_world=2))
+    torch.save({"G": result.generator.state_dict(), "D": result.discriminator.state_dict(),
+                "history": result.history}, Path(out) / f"rank{rank}.pt")
+    torch_dist.destroy_process_group()
+
+
+def test_both_processes_hold_identical_weights_after_a_step(tmp_path, tiny_images):
+    mp.spawn(_worker, args=(free_port(), str(tmp_path), tiny_images), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for net in ("G", "D"):
+        for name, value in ranks[0][net].items():
+            assert torch.equal(value, ranks[1][net][name]), f"{net}.{name} differs between ranks"
+    assert ranks[0]["history"] == ranks[1]["history"]  # losses averaged over both shards
+    single = train(parse_params(merge(TINY, {"train": {"epochs": 1, "steps_per_epoch": 1}})),
+                   tiny_images, "test", tmp_path / "single")
+    weight = next(iter(ranks[0]["G"]))
+    assert not torch.equal(ranks[0]["G"][weight], single.generator.state_dict()[weight]), \
+        "two processes drew the same latents as one: the per-process noise streams are not in use"
+    assert list((tmp_path / "ckpt").iterdir()) and (tmp_path / "ckpt/last.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project = tmp_path_factory.mktemp("ddp")
+    write_params(project, merge(TINY, {"train": {"nproc": 2}, "tracking": {"enabled": True}}))
+    run_stage(project, "fetch")
+    run_stage(project, "preprocess")
+    return project
+
+
+def launch(project: Path, nproc: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "catgan.launch", f"--nproc-per-node={nproc}",
+                           str(ROOT / "stages/train.py")], cwd=project, capture_output=True,
+                          text=True, timeout=300, env=stage_env(project))
+
+
+def test_torchrun_train_stage_writes_one_set_of_outputs_and_one_mlflow_run(project):
+    proc = launch(project, 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((project / "metrics/train.json").read_text())["epoch"] == 2
+    assert len(list((project / "samples").iterdir())) == 3
+    assert len(list((project / "checkpoints").iterdir())) == 1
+    with sqlite3.connect(project / "mlflow.db") as db:
+        runs = db.execute("select status from runs").fetchall()
+        epochs = db.execute("select count(*) from metrics where key = 'loss_d'").fetchone()[0]
+    assert runs == [("FINISHED",)]
+    assert epochs == 2
+
+
+def test_a_mistake_in_every_process_is_one_line_not_torchruns_traceback(project, tmp_path):
+    write_params(tmp_path, merge(TINY, {"train": {"nproc": 2, "batch_size": 3}}))
+    (tmp_path / "data").symlink_to(project / "data")
+    proc = launch(tmp_path, 2)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "train.batch_size = 3 must be a multiple of train.nproc = 2" in proc.stderr
+    assert "failed in process" in proc.stderr.splitlines()[-1]
+
+
+def test_plain_python_with_nproc_2_says_how_to_launch(project, tmp_path):
+    write_params(tmp_path, merge(TINY, {"train": {"nproc": 2}}))
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/train.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=stage_env(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: train.nproc = 2 but 1 process(es) started; run `python -m catgan.launch "
+        "--nproc-per-node=2 stages/train.py` (dvc repro does) or set train.nproc to match"]
