@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from catgan.errors import UserError
 
@@ -103,6 +102,8 @@ def project_root() -> Path:
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    import yaml  # here, so that training can run where only torch, numpy and Pillow are installed
+
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))

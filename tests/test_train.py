@@ -104,3 +104,51 @@ def test_channels_last_trains_deterministically_and_close_to_default_layout(
     plain = train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path / "c")
     for col in COLUMNS:
         assert a.history[0][col] == pytest.approx(plain.history[0][col], rel=1e-3, abs=1e-4)
+
+
+def test_bf16_autocast_gives_finite_losses_close_to_fp32(tiny_params, tiny_images, tmp_path):
+    settings = {"epochs": 1, "steps_per_epoch": 2}
+    fp32 = train(tiny_params(train=settings), tiny_images, "d", tmp_path / "fp32")
+    bf16 = train(tiny_params(train={**settings, "precision": "bf16"}), tiny_images, "d",
+                 tmp_path / "bf16")
+    first32, first16 = fp32.steps[0], bf16.steps[0]  # same weights and batch: only rounding differs
+    for col in ("loss_d", "loss_g", "real_score", "fake_score"):
+        assert math.isfinite(first16[col])
+        assert first16[col] == pytest.approx(first32[col], rel=0.05, abs=0.02), col
+    assert first16 != first32, "bf16 made no difference: autocast is not in effect"
+
+
+def test_step_log_follows_the_global_step_count(tiny_params, tiny_images, tmp_path):
+    result = train(tiny_params(train={"epochs": 3, "steps_per_epoch": 2, "log_every": 3}),
+                   tiny_images, "d", tmp_path)
+    assert [row["step"] for row in result.steps] == [3, 6]
+    assert [row["epoch"] for row in result.steps] == [2, 3]
+
+
+def test_precision_and_process_count_get_their_own_checkpoint_folder(tiny_params, tmp_path):
+    folders = {train_mod.checkpoint_dir(tmp_path, tiny_params(train=t), "d")
+               for t in ({}, {"precision": "bf16"}, {"nproc": 2}, {"log_every": 5})}
+    assert len(folders) == 3  # log_every does not change the trajectory
+
+
+def test_training_runs_with_torch_numpy_and_pillow_only(tmp_path):
+    """benchmarks/gpu_check.sh runs on machines that have nothing else installed."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+for name in ("yaml", "tqdm", "mlflow", "dvc", "kaggle", "scipy", "matplotlib", "imageio"):
+    sys.modules[name] = None  # an import of any of them now fails
+import numpy as np
+from pathlib import Path
+from catgan.config import parse_params
+from catgan.data.synthetic import write_synthetic
+from catgan.train import train
+params = parse_params({{"train": {{"epochs": 1, "batch_size": 4, "steps_per_epoch": 1, "threads": 1}},
+                       "tracking": {{"enabled": False}}}})
+print(train(params, np.zeros((8, 3, 64, 64), np.uint8), "x", Path({str(tmp_path)!r})).history[0]["epoch"])
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "1"
