@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,10 @@ from typing import Any
 
 
 from catgan.errors import UserError
+
+# Values quoted in errors stay short, even a YAML alias that expands to millions of items.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 80, 80
 
 
 def _knob(default, *, choices=None, low=None, high=None, length=None):
@@ -109,8 +115,13 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run from the project root, where params.yaml lives") from None
+    except (OSError, UnicodeDecodeError) as err:  # a folder, no permission, not UTF-8 text
+        raise UserError(f"{path}: cannot be read as UTF-8 text ({err}); save params.yaml as "
+                        "UTF-8") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]}); fix the syntax") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be valid params; fix the syntax") from None
     return parse_params(raw if raw is not None else {}, source=str(path))
 
 
@@ -121,14 +132,14 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
 def _build(cls, raw: Any, *, prefix: str, source: str):
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: {where} must be a mapping of keys, got {raw!r}")
+        raise UserError(f"{source}: {where} must be a mapping of keys, got {_SHORT.repr(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; allowed: {', '.join(fields)}"
-            raise UserError(f"{source}: unknown key '{prefix}{key}'{hint}")
+            raise UserError(f"{source}: unknown key {prefix + str(key)!r}{hint}")
     values = {}
     for name, f in fields.items():
         if name not in raw:
@@ -143,7 +154,7 @@ def _build(cls, raw: Any, *, prefix: str, source: str):
 
 def _check(key: str, value: Any, hint: type, meta, source: str):
     def fail(allowed: str):
-        raise UserError(f"{source}: {key} = {value!r} is not allowed; expected {allowed}")
+        raise UserError(f"{source}: {key} = {_SHORT.repr(value)} is not allowed; expected {allowed}")
 
     if hint is list:
         items = value if isinstance(value, list) else fail(f"a list of {meta['length']} numbers")
@@ -157,8 +168,11 @@ def _check(key: str, value: Any, hint: type, meta, source: str):
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail("a number")
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
+        try:
+            value = float(value)
+        except OverflowError:  # an integer too large for a float
+            fail("a finite number")
+        if not math.isfinite(value):
             fail("a finite number")
     if hint is str and not isinstance(value, str):
         fail("a string (quote it in YAML)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import pickle
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,9 @@ def load_state_dict(module: torch.nn.Module, path: Path) -> torch.nn.Module:
         module.load_state_dict(state)
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run the train stage first (dvc repro train)") from None
+    except pickle.UnpicklingError:  # objects or code beyond tensors: never run them
+        raise UserError(f"{path}: holds pickled objects, not only weights; refusing to load it. "
+                        "Re-run the train stage (dvc repro train)") from None
     except (RuntimeError, KeyError) as err:
         raise UserError(f"{path}: does not fit model.* in params.yaml ({str(err).splitlines()[0]}); "
                         "re-run the train stage (dvc repro train)") from None

@@ -17,7 +17,8 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def _refuse(zip_path: Path, name: str, why: str) -> UserError:
-    return UserError(f"{zip_path}: entry '{name}' {why}; refusing to extract this archive")
+    return UserError(f"{zip_path}: entry '{name}' {why}; refusing to extract this archive: "
+                     "use a clean copy, or repack it without that entry")
 
 
 def _entry_parts(zip_path: Path, info: zipfile.ZipInfo, max_ratio: float) -> tuple[str, ...]:
@@ -85,16 +86,20 @@ def safe_extract_zip(zip_path: Path, dest: Path, *, max_ratio: float = 200.0,
                 budget, files = max_total_bytes, 0
                 for info, parts in plan:
                     target = tmp.joinpath(*parts)
-                    if info.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    budget -= _copy_entry(zf, info, target, budget, zip_path, max_ratio)
+                    try:
+                        if info.is_dir():
+                            target.mkdir(parents=True, exist_ok=True)
+                            continue
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        budget -= _copy_entry(zf, info, target, budget, zip_path, max_ratio)
+                    except (NotADirectoryError, FileExistsError, IsADirectoryError):
+                        raise _refuse(zip_path, info.filename, "clashes with another entry as "
+                                                               "file and folder") from None
+                    except OSError as err:  # a name too long for this file system, a full disk
+                        raise _refuse(zip_path, info.filename,
+                                      f"cannot be written here ({err.strerror})") from None
                     files += 1
             return files
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
         raise UserError(f"{zip_path}: corrupt or unsupported zip ({err}); "
                         "download it again") from None
-    except (NotADirectoryError, FileExistsError, IsADirectoryError) as err:
-        raise UserError(f"{zip_path}: entries clash as file and folder ({err.filename}); "
-                        "fix the archive") from None

@@ -36,6 +36,11 @@ def _display(rel: str) -> str:
     return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
+def _one_line(name: str) -> str:
+    """``name`` with line breaks and other control characters escaped, for one-line errors."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in name)
+
+
 def _kind(entry: os.DirEntry) -> str:
     """'dir' or 'file' after following links, else 'other' (link loops raise, so catch that)."""
     try:
@@ -120,6 +125,11 @@ def _decode(path: str, image_size: int, min_size: int) -> tuple[str | None, np.n
             with Image.open(fh) as img:
                 if min(img.size) < min_size:
                     return "too_small", None
+                # A needle-thin image passes Pillow's bomb check, yet scaling its short side up to
+                # image_size could take gigabytes: the resized image is held to the same limit.
+                new_w, new_h = _output_size(*img.size, image_size)
+                if Image.MAX_IMAGE_PIXELS and new_w * new_h > Image.MAX_IMAGE_PIXELS:
+                    return "too_large", None
                 img.load()  # first frame only for animations: Image.open leaves us on frame 0
                 try:
                     ImageOps.exif_transpose(img, in_place=True)
@@ -192,7 +202,7 @@ def _check_params(image_size: int, min_size: int, max_bad_fraction: float, worke
 def _bad_fraction_error(raw_dir: Path, skipped: dict, found: int, limit: float) -> UserError:
     bad = sum(len(v) for v in skipped.values())
     reasons = sorted(skipped.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    detail = "; ".join(f"{reason}: {len(paths)} (e.g. {', '.join(paths[:3])})"
+    detail = "; ".join(f"{reason}: {len(paths)} (e.g. {', '.join(map(_one_line, paths[:3]))})"
                        for reason, paths in reasons[:3])
     return UserError(
         f"{raw_dir}: {bad} of {found} image files are unusable ({bad / found:.1%}, above "

@@ -150,6 +150,11 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
+def _warn_unlisted(err: OSError) -> None:
+    """os.walk's onerror: a folder that cannot be listed is left out, but not silently."""
+    log.warning("data.path: skipping %s (%s)", err.filename, err.strerror)
+
+
 def fetch_folder(path: Path, out_dir: Path) -> int:
     """Replace ``out_dir`` with a copy of the folder or .zip at ``path``; return a file count."""
     src, out_dir = Path(path), Path(out_dir)
@@ -163,9 +168,12 @@ def fetch_folder(path: Path, out_dir: Path) -> int:
         if src.suffix.lower() != ".zip":
             raise UserError(f"data.path: {src} is a file but not a .zip; give a folder or a .zip")
         return safe_extract_zip(src, out_dir)
+    if not src.is_dir():  # reading a FIFO or a device could block or never end
+        raise UserError(f"data.path: {src} is neither a folder nor a file (a FIFO or a device?); "
+                        "give a folder of images or a .zip of them")
     count, seen = 0, set()
     with atomic_dir(out_dir) as tmp:
-        for root, dirs, files in os.walk(src, followlinks=True):
+        for root, dirs, files in os.walk(src, followlinks=True, onerror=_warn_unlisted):
             # Linked folders are followed, as users expect; remembering real paths stops loops.
             seen.add(os.path.realpath(root))
             dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) not in seen)

@@ -58,6 +58,9 @@ def load_inception(weights: str) -> tuple[nn.Module | None, str]:
     from torchmetrics.image.fid import NoTrainInceptionV3  # torchmetrics takes seconds to import
 
     try:
+        # torch-fidelity unpickles the file with weights_only=False, which runs any code in it:
+        # a file holding more than tensors is refused here first.
+        torch.load(path, map_location="cpu", weights_only=True)
         # antialias=False resizes like TF1 / torch-fidelity, so numbers match published FIDs.
         model = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
                                    feature_extractor_weights_path=str(path), antialias=False)

@@ -1,0 +1,97 @@
+"""Kaggle credentials never reach a log, MLflow, a manifest or a report.
+
+Recognisable fake secrets are planted in every place kaggle 2.2.5 reads (KAGGLE_KEY,
+KAGGLE_API_TOKEN, $KAGGLE_CONFIG_DIR/kaggle.json, ~/.kaggle/access_token); then the real stages run
+with tracking on, and every byte they wrote or printed is searched for them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY, merge, write_params
+
+MARK = "c4tg4nSECRET"
+SECRETS = {
+    "KAGGLE_KEY": f"{MARK}-env-key-5f1e0c93",
+    "KAGGLE_API_TOKEN": f"{MARK}-env-token-9b7d2a41",
+    "kaggle.json": f"{MARK}-json-key-3c8e4f72",
+    "access_token": f"{MARK}-home-token-7a6b1d08",
+}
+
+
+@pytest.fixture(scope="module")
+def secret_home(tmp_path_factory):
+    """A temporary tree holding planted credentials, the environment that points at them, and
+    the planted files (the only files allowed to hold a secret)."""
+    root = tmp_path_factory.mktemp("credentials")
+    home, config = root / "home", root / "kaggle_config"
+    (home / ".kaggle").mkdir(parents=True)
+    config.mkdir()
+    planted = [home / ".kaggle" / "access_token", config / "kaggle.json"]
+    planted[0].write_text(SECRETS["access_token"] + "\n")
+    planted[1].write_text(json.dumps({"username": "c4tg4n-user", "key": SECRETS["kaggle.json"]}))
+    for path in planted:
+        path.chmod(0o600)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "DVC_", "KAGGLE_")) and k != "XDG_CONFIG_HOME"}
+    env.update(HOME=str(home), KAGGLE_CONFIG_DIR=str(config), KAGGLE_USERNAME="c4tg4n-user",
+               KAGGLE_KEY=SECRETS["KAGGLE_KEY"], KAGGLE_API_TOKEN=SECRETS["KAGGLE_API_TOKEN"],
+               PYTHONUNBUFFERED="1")
+    return root, env, planted
+
+
+def run_stage(project: Path, name: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=project,
+                          capture_output=True, timeout=300, env={**env, "DVC_ROOT": str(project)})
+
+
+def leaks(root: Path, planted: list[Path], outputs: list[subprocess.CompletedProcess]) -> list[str]:
+    """Every file under ``root`` but the planted ones, and every stream, that holds the mark."""
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()]
+    assert set(planted) <= set(files) and all(MARK.encode() in p.read_bytes() for p in planted)
+    found = [str(p) for p in files if p not in planted and MARK.encode() in p.read_bytes()]
+    for proc in outputs:
+        for stream, data in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            if MARK.encode() in data:
+                found.append(f"{' '.join(map(str, proc.args[-1:]))} {stream}")
+    return found
+
+
+def test_pipeline_with_tracking_records_no_secret(secret_home):
+    root, env, planted = secret_home
+    project = root / "project"
+    project.mkdir()
+    write_params(project, merge(TINY, {"tracking": {"enabled": True}}))
+    outputs = []
+    for stage in ("fetch", "preprocess", "train", "evaluate", "plot"):
+        proc = run_stage(project, stage, env)
+        outputs.append(proc)
+        assert proc.returncode == 0, f"{stage} failed:\n{proc.stderr.decode()[-3000:]}"
+    # The search must have something to search: a tracked run, its artifacts, a report.
+    db = (project / "mlflow.db").read_bytes()
+    assert b"train.batch_size" in db and b"data.source" in db
+    assert any((project / "mlartifacts").rglob("*.png"))
+    assert (project / "report" / "index.html").stat().st_size > 0
+    assert (project / "data" / "prepared" / "manifest.json").is_file()
+    assert leaks(root, planted, outputs) == []
+
+
+def test_kaggle_fetch_fails_fast_without_echoing_a_secret(secret_home):
+    """Kaggle is unreachable here (or rejects the fake key): one error line, nothing written."""
+    root, env, planted = secret_home
+    project = root / "kaggle_project"
+    project.mkdir()
+    write_params(project, merge(TINY, {"data": {"source": "kaggle"}}))
+    proc = run_stage(project, "fetch", env)
+    assert proc.returncode == 2, proc.stderr.decode()[-3000:]
+    stderr = proc.stderr.decode()
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Kaggle" in errors[0], stderr
+    assert [p.name for p in project.rglob("*") if p.is_file()] == ["params.yaml"]
+    assert leaks(root, planted, [proc]) == []
