@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from catgan.errors import UserError
 
 # Values quoted in errors stay short, even a YAML alias that expands to millions of items.

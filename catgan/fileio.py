@@ -1,12 +1,22 @@
-"""Atomic writes: a reader sees the old file or the complete new one, never half of one."""
+"""Atomic writes: a reader sees the old file or the complete new one, never half of one.
+
+Temp files and folders sit beside their target as ``.<name>.<pid>.<random>.tmp``. A process killed
+mid-write leaves its temp behind; the next write to the same target removes temps whose process
+is gone. A full disk becomes a UserError that names the target.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from catgan.errors import UserError
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
@@ -14,14 +24,16 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
     """Yield a temp path beside ``target``; rename it onto ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    _remove_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        with _disk_full_is_user_error(target):
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -31,19 +43,36 @@ def atomic_dir(target: str | os.PathLike):
     """Yield a temp folder beside ``target``; it replaces ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _remove_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
-        yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        with _disk_full_is_user_error(target):
+            yield tmp
+            if target.exists():
+                # Named like a temp: if a kill lands between the two renames, the next write sweeps it.
+                old = target.with_name(f"{_temp_prefix(target)}old.tmp")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def preallocate(path: str | os.PathLike) -> None:
+    """Give every byte of ``path`` its disk blocks now.
+
+    A sparse file (such as a fresh ``np.lib.format.open_memmap``) written through a memory map
+    kills the process with SIGBUS when the disk fills; this turns that into ENOSPC up front.
+    """
+    if not hasattr(os, "posix_fallocate"):  # macOS: no way to reserve; the write will fail later
+        return
+    with open(path, "rb+") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size:
+            os.posix_fallocate(fh.fileno(), 0, size)
 
 
 def write_bytes(target: str | os.PathLike, data: bytes) -> None:
@@ -58,3 +87,55 @@ def write_text(target: str | os.PathLike, text: str) -> None:
 def write_json(target: str | os.PathLike, obj) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
+
+@contextlib.contextmanager
+def _disk_full_is_user_error(target: Path):
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _DISK_FULL:
+            raise
+        free = shutil.disk_usage(target.parent).free if target.parent.exists() else 0
+        raise UserError(
+            f"{target}: the disk is full ({os.strerror(err.errno)}; {free / 2**20:.1f} MiB free on "
+            f"the file system of {target.parent}) while writing it, so it was not written and any "
+            "previous version is untouched; free some space and run again") from None
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}."
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Remove temps of ``target`` left by processes that no longer run (on this machine)."""
+    if os.name != "posix":
+        return
+    head = f".{target.name}."
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(head) and name.endswith(".tmp")):
+            continue
+        pid = name[len(head):].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: someone else's live process
+        return True
+    return True

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import torch
 
-from catgan.fileio import atomic_dir, atomic_path, write_json, write_text
+from catgan.fileio import atomic_dir, write_bytes, write_json, write_text
 from catgan.train import COLUMNS, TrainResult
 
 
 def save_state_dict(module: torch.nn.Module, path: Path) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(module.state_dict(), tmp)
+    # Serialised in memory first: torch.save onto a full disk fails with an unreadable message,
+    # while write_bytes names the path and says the disk is full.
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    write_bytes(path, buf.getvalue())
 
 
 def load_state_dict(module: torch.nn.Module, path: Path) -> torch.nn.Module:

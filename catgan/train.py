@@ -131,7 +131,12 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
         log.info("resuming from %s at epoch %d", ckpt_path, state["epoch"])
     result.run_id = tracker.start(flatten(params), run_tags(params, data_hash),
                                   run_id=state["run_id"] if state else None)
-    if not state:
+    if state:
+        # A kill between an epoch's checkpoint and its MLflow calls lost them: log the checkpoint's
+        # history again; the tracker skips every value the run already holds.
+        tracker.log_rows(result.history, "epoch", COLUMNS)
+        tracker.log_rows(result.steps, "step", COLUMNS, prefix="step_")
+    else:
         if dist.main:
             shutil.rmtree(grid_dir, ignore_errors=True)
         _save_grid(nets, fixed_z, grid_dir, 0, tracker)

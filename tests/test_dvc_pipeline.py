@@ -92,10 +92,15 @@ def test_plots_diff_between_experiments_holds_both_runs(project, reproduced):
     assert "fused-exp" in html and "loss_d" in html
 
 
-def test_queued_sweep_lands_both_runs_in_the_main_mlflow_store(project, reproduced):
+def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_store(project,
+                                                                                 reproduced):
+    """Both variants queued and run two at a time, into a store that does not exist yet: its
+    first-time setup and then every write happen concurrently, from DVC's temp workspaces."""
+    for leftover in project.glob("mlflow.db*"):
+        leftover.unlink()
     sh(project, "dvc", "exp", "run", "--queue", "-S", "model.variant=baseline,fused",
        "-S", "train.seed=7")
-    sh(project, "dvc", "queue", "start", "-j", "1")
+    sh(project, "dvc", "queue", "start", "-j", "2")
     deadline = time.time() + 600
     while time.time() < deadline:
         status = sh(project, "dvc", "queue", "status")
@@ -105,14 +110,24 @@ def test_queued_sweep_lands_both_runs_in_the_main_mlflow_store(project, reproduc
     assert "Failed" not in status, status
     from mlflow.tracking import MlflowClient
 
+    from catgan.train import COLUMNS
+
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("catgan").experiment_id],
                               "tags.seed = '7'")
     assert sorted(r.data.tags["variant"] for r in runs) == ["baseline", "fused"]
-    assert all(r.info.status == "FINISHED" for r in runs)
-    assert all(r.data.tags["dvc_exp_name"] for r in runs)
-    assert all("eval.swd.swd_avg" in r.data.metrics for r in runs)
+    spans = []
     for run in runs:
+        assert run.info.status == "FINISHED" and run.data.tags["dvc_exp_name"]
+        assert "eval.swd.swd_avg" in run.data.metrics
+        for col in COLUMNS:  # every value exactly once: nothing lost to a locked database
+            assert [m.step for m in client.get_metric_history(run.info.run_id, col)] == [1], col
+            steps = client.get_metric_history(run.info.run_id, "step_" + col)
+            assert sorted(m.step for m in steps) == [1, 2], col
         logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "report")}
         assert {"index.html", "losses.png", "scores.png", "samples.mp4"} <= logged
+        times = [m.timestamp for m in client.get_metric_history(run.info.run_id, "step_loss_d")]
+        spans.append((run.info.start_time, max(times)))
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1, f"the two runs did not overlap, so nothing ran at once: {spans}"
     assert not list((project / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))

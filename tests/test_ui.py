@@ -78,12 +78,24 @@ def test_ui_shows_each_variant_its_metrics_and_samples(tiny_params, tiny_images,
             server = server_processes(port)
             assert server, f"no process serves {url}"
             assert len(set(server.values())) == 1 and os.getpgrp() not in server.values()
+            assert listening_addresses(port) == {"127.0.0.1"}  # the default: loopback only
             check_artifact_api(url, fused, tmp_path / "fused" / "grids")
             check_pages(url, browser, tracker.experiment_id, fused)
 
     assert server_processes(port) == {}
     with pytest.raises(ProcessLookupError):  # nothing is left in the server's process group
         os.killpg(next(iter(server.values())), 0)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local IPv4 addresses with a socket listening on ``port``, from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, _, state = line.split()[1:4]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
 
 
 def check_artifact_api(url: str, run: TrainResult, grids: Path) -> None:
@@ -167,3 +179,15 @@ def test_a_server_that_dies_while_starting_reports_its_output(tmp_path):
     with pytest.raises(UserError, match=r"exited with code \d+ while starting:(.|\n)*bogus://nowhere"):
         with serve("bogus://nowhere", tmp_path):
             pass
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local IPv4 addresses with a socket listening on ``port``, from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, _, state = line.split()[1:4]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+

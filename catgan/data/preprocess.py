@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from catgan.errors import UserError
-from catgan.fileio import atomic_dir, write_json
+from catgan.fileio import atomic_dir, preallocate, write_json
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
@@ -259,6 +259,7 @@ def preprocess(raw_dir: Path, out_dir: Path, *, image_size: int, min_size: int, 
         staging = tmp / "staging.npy"
         # Preallocated on disk and filled by the workers: memory stays flat however many images.
         np.lib.format.open_memmap(staging, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+        preallocate(staging)  # a full disk is an error now, not a SIGBUS in a worker later
         results = _decode_all(staging, [os.path.join(raw_dir, f) for f in files], min_size,
                               workers or os.cpu_count() or 1)
         progress = tqdm(results, total=len(files), desc="preprocess", unit="img")

@@ -1,0 +1,74 @@
+"""The MLflow store vanishing mid-run: training finishes with every checkpoint and output, and the
+loss is reported in one ERROR line naming the store and what failed, then once more by finish()."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from PIL import Image
+from stagerun import empty_store, make_project, ok, run, start, wait_until
+
+from catgan import checkpoint
+from catgan.tracking import MlflowTracker
+
+
+def test_train_stage_outlives_its_store_folder_being_deleted(tmp_path):
+    data = make_project(tmp_path / "data", {})
+    ok(run(data, "fetch"))
+    ok(run(data, "preprocess"))
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{empty_store(store)}"
+    project = make_project(tmp_path / "project", {"train": {"epochs": 3},
+                                                  "tracking": {"enabled": True, "uri": uri}}, data=data)
+    log = project / "train.log"
+    proc = start(project, "train", log)
+    assert wait_until(lambda: any(project.glob("checkpoints/*/last.pt")), proc)
+    shutil.rmtree(store)  # as an unmounted network drive would: epochs 2 and 3 are still to come
+    assert proc.wait() == 0, log.read_text()[-3000:]
+
+    text = log.read_text()
+    failed = [line for line in text.splitlines() if f"MLflow tracking store {uri} failed in " in line]
+    assert len(failed) == 1 and failed[0].startswith("ERROR catgan.tracking:"), failed
+    assert "OperationalError" in failed[0]
+    incomplete = [line for line in text.splitlines() if "is incomplete and left unfinished" in line]
+    assert len(incomplete) == 1 and incomplete[0].startswith("ERROR catgan.tracking: MLflow run ")
+    assert "Traceback" not in text
+
+    assert checkpoint.load(next(project.glob("checkpoints/*/last.pt")))["epoch"] == 3
+    assert json.loads((project / "metrics/train.json").read_text())["epoch"] == 3
+    assert [row["epoch"] for row in csv.DictReader((project / "metrics/history.csv").open())] == \
+        ["1", "2", "3"]
+    assert len(list((project / "samples").glob("epoch_*.png"))) == 4
+    for name in ("generator.pt", "discriminator.pt"):
+        assert torch.load(project / "models" / name, weights_only=True)
+
+
+def test_after_the_first_failure_every_call_is_skipped_and_finish_reports_it(tmp_path, caplog):
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{empty_store(store)}"
+    tracker = MlflowTracker(uri, "faults", tmp_path / "artifacts")
+    run_id = tracker.start({"lr": 0.1}, {"variant": "fused"})
+    tracker.log_metrics({"loss_d": 1.0}, step=1)
+    shutil.rmtree(store)
+    with caplog.at_level(logging.ERROR, logger="catgan.tracking"):
+        tracker.log_metrics({"loss_d": 0.5}, step=2)
+        tracker.log_rows([{"step": 3, "loss_d": 0.4}], "step", ("loss_d",), prefix="step_")
+        tracker.log_image(Image.new("RGB", (8, 8)), "samples", 2)
+        tracker.log_text("table", "layers.md")
+        tracker.log_artifact(tmp_path / "missing.png", "report")
+        tracker.set_tags({"eval.note": "x"})
+        tracker.finish()
+    errors = [r.getMessage() for r in caplog.records if r.name == "catgan.tracking"]
+    assert len(errors) == 2, errors
+    assert errors[0].startswith(f"MLflow tracking store {uri} failed in log_metrics (OperationalError: ")
+    assert errors[1].startswith(f"MLflow run {run_id} in {uri} is incomplete and left unfinished: "
+                                "tracking stopped at log_metrics")
+    assert "5 later call(s) were skipped" in errors[1]
+    assert tracker.run_id == run_id and tracker.failure.startswith("log_metrics")
+    assert not Path(store).exists()  # nothing re-created the vanished store
