@@ -61,7 +61,7 @@ class TrainConfig:
     g_loss: str = _knob("non_saturating", choices=("non_saturating", "saturating"))
     device: str = _knob("auto", choices=("auto", "cpu", "cuda"))
     threads: int = _knob(0, low=0, high=1024)
-    channels_last: bool = False
+    channels_last: bool = True
     precision: str = _knob("fp32", choices=("fp32", "bf16"))
     compile: bool = False
     nproc: int = _knob(1, low=1, high=64)

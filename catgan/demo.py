@@ -26,7 +26,6 @@ SETTINGS = {
     "data.synthetic_count": 512,
     "train.epochs": 12,
     "train.batch_size": 16,
-    "train.channels_last": "true",
     "model.init": "dcgan",
     "eval.num_samples": 256,
     "eval.kid_subset_size": 128,
