@@ -27,6 +27,7 @@ from catgan.errors import UserError
 from catgan.images import grid_image, save_png
 from catgan.losses import d_loss, g_loss, grad_norm
 from catgan.models import build, sample
+from catgan.progress import progress
 from catgan.tracking import NullTracker, run_tags
 
 log = logging.getLogger(__name__)
@@ -233,7 +234,8 @@ def _epoch(nets: _Nets, data: torch.Tensor, params: Params, epoch: int, steps: i
     values = torch.zeros(steps, len(COLUMNS), device=data.device)
     first_step = (epoch - 1) * steps
     step_rows, read = [], 0
-    bar = _progress(steps, f"epoch {epoch}/{t.epochs}", dist.main)
+    bar = progress(range(steps), f"epoch {epoch}/{t.epochs}", show=dist.main, leave=False,
+                   dynamic_ncols=True)
     for i in bar:
         shard = perm[i * t.batch_size:(i + 1) * t.batch_size].tensor_split(dist.world)[dist.rank]
         real = data[shard].float().div_(127.5).sub_(1)
@@ -254,18 +256,6 @@ def _epoch(nets: _Nets, data: torch.Tensor, params: Params, epoch: int, steps: i
     if dist.main:
         log.info("epoch %d: %s", epoch, ", ".join(f"{c} {row[c]:.4f}" for c in COLUMNS))
     return row, step_rows
-
-
-def _progress(steps: int, desc: str, show: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # benchmarks/gpu_check.sh runs with torch, numpy and Pillow alone
-        return _Quiet(range(steps))
-    return tqdm(range(steps), desc=desc, leave=False, dynamic_ncols=True, disable=not show)
-
-
-class _Quiet(list):
-    def set_postfix(self, values: dict) -> None: ...
 
 
 def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:

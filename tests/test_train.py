@@ -144,11 +144,18 @@ for name in ("yaml", "tqdm", "mlflow", "dvc", "kaggle", "scipy", "matplotlib", "
 import numpy as np
 from pathlib import Path
 from catgan.config import parse_params
+from catgan.data.preprocess import preprocess
 from catgan.data.synthetic import write_synthetic
 from catgan.train import train
 params = parse_params({{"train": {{"epochs": 1, "batch_size": 4, "steps_per_epoch": 1, "threads": 1}},
                        "tracking": {{"enabled": False}}}})
-print(train(params, np.zeros((8, 3, 64, 64), np.uint8), "x", Path({str(tmp_path)!r})).history[0]["epoch"])
+root = Path({str(tmp_path)!r})
+(root / "raw").mkdir()
+write_synthetic(root / "raw", 8, 0)
+preprocess(root / "raw", root / "prepared", image_size=64, min_size=32, dedup=True,
+           max_bad_fraction=0.0, workers=1)
+images = np.load(root / "prepared" / "images.npy")
+print(train(params, images, "x", root / "ckpt").history[0]["epoch"])
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

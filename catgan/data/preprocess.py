@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
 
 from catgan.errors import UserError
 from catgan.fileio import atomic_dir, preallocate, write_json
+from catgan.progress import progress
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
@@ -262,8 +262,8 @@ def preprocess(raw_dir: Path, out_dir: Path, *, image_size: int, min_size: int, 
         preallocate(staging)  # a full disk is an error now, not a SIGBUS in a worker later
         results = _decode_all(staging, [os.path.join(raw_dir, f) for f in files], min_size,
                               workers or os.cpu_count() or 1)
-        progress = tqdm(results, total=len(files), desc="preprocess", unit="img")
-        for row, (reason, digest) in enumerate(progress):
+        for row, (reason, digest) in enumerate(progress(results, "preprocess", total=len(files),
+                                                        unit="img")):
             name = _display(files[row])
             if reason is not None:
                 skipped[reason].append(name)
