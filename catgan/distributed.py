@@ -38,11 +38,13 @@ class Dist:
         for grad, averaged in zip(grads, _unflatten_dense_tensors(flat, grads)):
             grad.copy_(averaged)
 
-    def average_(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            torch_dist.all_reduce(tensor)
-            tensor.div_(self.world)
-        return tensor
+    def average(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The mean of ``tensor`` over the processes: a new tensor, or ``tensor`` itself with one."""
+        if self.world == 1:
+            return tensor
+        total = tensor.clone()
+        torch_dist.all_reduce(total)
+        return total.div_(self.world)
 
     def average_batchnorm_statistics(self, module: torch.nn.Module) -> None:
         """Give every process the same running statistics, so rank 0's checkpoint speaks for all."""
@@ -50,8 +52,8 @@ class Dist:
             return
         for m in module.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                self.average_(m.running_mean)
-                self.average_(m.running_var)
+                m.running_mean.copy_(self.average(m.running_mean))
+                m.running_var.copy_(self.average(m.running_var))
 
     def gather(self, obj) -> list:
         """``obj`` from every process, in rank order (for per-process RNG states)."""

@@ -243,7 +243,7 @@ def _epoch(nets: _Nets, data: torch.Tensor, params: Params, epoch: int, steps: i
             real = real.contiguous(memory_format=torch.channels_last)
         values[i] = _step(nets, real, params)
         if (first_step + i + 1) % t.log_every == 0 or i + 1 == steps:
-            host = dist.average_(values[read:i + 1].clone()).cpu().numpy()
+            host = dist.average(values[read:i + 1]).cpu().numpy()
             _check_finite(host, epoch, read)
             for j in range(read, i + 1):
                 if (first_step + j + 1) % t.log_every == 0:
@@ -251,7 +251,7 @@ def _epoch(nets: _Nets, data: torch.Tensor, params: Params, epoch: int, steps: i
                                       **dict(zip(COLUMNS, host[j - read].tolist()))})
             bar.set_postfix({c: f"{v:.3f}" for c, v in zip(COLUMNS[:4], host[-1])})
             read = i + 1
-    means = dist.average_(values.mean(dim=0)).tolist()
+    means = dist.average(values.mean(dim=0)).tolist()
     row = {"epoch": epoch, **dict(zip(COLUMNS, means))}
     if dist.main:
         log.info("epoch %d: %s", epoch, ", ".join(f"{c} {row[c]:.4f}" for c in COLUMNS))

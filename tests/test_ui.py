@@ -180,14 +180,3 @@ def test_a_server_that_dies_while_starting_reports_its_output(tmp_path):
         with serve("bogus://nowhere", tmp_path):
             pass
 
-
-def listening_addresses(port: int) -> set[str]:
-    """Local IPv4 addresses with a socket listening on ``port``, from /proc/net/tcp."""
-    found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, _, state = line.split()[1:4]
-        address, hex_port = local.split(":")
-        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
-    return found
-
