@@ -6,6 +6,7 @@ steps, so the loop does not wait on the host after every step.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -268,7 +269,9 @@ def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
     z = torch.randn(b, latent, 1, 1, generator=nets.noise, device=real.device)
     with autocast:
         real_logits = D(real)
-        fake_logits = D(G(z).detach())
+        with torch.no_grad():  # D's step needs G's images, not G's graph
+            fake = G(z)
+        fake_logits = D(fake)
         loss_d = d_loss(real_logits, fake_logits)
     nets.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -276,16 +279,28 @@ def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
     nets.opt_d.step()
 
     z = torch.randn(b, latent, 1, 1, generator=nets.noise, device=real.device)
-    with autocast:
-        loss_g = g_loss(D(G(z)), params.train.g_loss)
-    nets.opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
+    with frozen(D):
+        with autocast:
+            loss_g = g_loss(D(G(z)), params.train.g_loss)
+        nets.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
     dist.average_gradients(G)
     norm = grad_norm(G.parameters())
     nets.opt_g.step()
     return torch.stack([loss_d.detach(), loss_g.detach(),
                         torch.sigmoid(real_logits.detach().float()).mean(),
                         torch.sigmoid(fake_logits.detach().float()).mean(), norm.detach()])
+
+
+@contextlib.contextmanager
+def frozen(net: torch.nn.Module):
+    """G's step back-propagates through D for G's sake only: skipping D's weight gradients saves
+    about a tenth of a step, and D's next step starts from zeroed gradients either way."""
+    net.requires_grad_(False)
+    try:
+        yield net
+    finally:
+        net.requires_grad_(True)
 
 
 def _check_finite(values: np.ndarray, epoch: int, first: int) -> None:
