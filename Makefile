@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m catgan.demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m catgan.demo $(if $(EPOCHS),--epochs $(EPOCHS))
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

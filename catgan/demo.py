@@ -6,6 +6,7 @@ cache restores every stage whose code, data and params did not change.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -62,11 +63,32 @@ def existing_experiments() -> set[str]:
     return names
 
 
-def run_experiments() -> None:
+def settings(argv: list[str] | None = None) -> dict[str, object]:
+    """The demo's overrides, with ``--epochs`` and any ``-S key=value`` of the user's on top."""
+    parser = argparse.ArgumentParser(prog="python -m catgan.demo", description=__doc__)
+    parser.add_argument("--epochs", type=int, default=SETTINGS["train.epochs"],
+                        help="epochs per variant (default %(default)s)")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="one more params.yaml override, as for `dvc exp run -S`")
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+    chosen: dict[str, object] = {**SETTINGS, "train.epochs": args.epochs}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"-S {item!r}: expected KEY=VALUE, for example -S train.batch_size=8")
+        if key == "model.variant":
+            raise UserError("-S model.variant: the demo runs every variant; drop this override")
+        chosen[key] = value
+    return chosen
+
+
+def run_experiments(chosen: dict[str, object]) -> None:
     stale = [exp_name(v) for v in VARIANTS if exp_name(v) in existing_experiments()]
     if stale:
         dvc("exp", "remove", *stale)
-    overrides = [arg for key, value in SETTINGS.items() for arg in ("-S", f"{key}={value}")]
+    overrides = [arg for key, value in chosen.items() for arg in ("-S", f"{key}={value}")]
     for variant in VARIANTS:
         print(f"\n== demo: {variant} ==", flush=True)
         dvc("exp", "run", "--temp", "--name", exp_name(variant), *overrides,
@@ -109,11 +131,12 @@ def report_paths() -> dict[str, Path]:
 
 
 @cli_entry
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from catgan import compare
 
+    chosen = settings(argv)
     start = time.time()
-    run_experiments()
+    run_experiments(chosen)
     names = [exp_name(v) for v in VARIANTS]
     print("\n== dvc exp show (selected columns) ==", flush=True)
     print(exp_table(names))

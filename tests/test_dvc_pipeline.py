@@ -131,3 +131,22 @@ def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_st
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"the two runs did not overlap, so nothing ran at once: {spans}"
     assert not list((project / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))
+
+
+def test_demo_runs_both_variants_as_experiments_and_prints_the_comparison(project, reproduced):
+    tiny = {"data.synthetic_count": 24, "train.batch_size": 4, "train.steps_per_epoch": 2,
+            "eval.num_samples": 16, "eval.kid_subset_size": 8}
+    overrides = [arg for key, value in tiny.items() for arg in ("-S", f"{key}={value}")]
+    out = sh(project, sys.executable, "-m", "catgan.demo", "--epochs", "1", *overrides)
+    sections = {part.split(" ==", 1)[0]: part for part in out.split("\n== ")[1:]}
+
+    table = sections["dvc exp show (selected columns)"]
+    assert sorted(line.split()[0] for line in table.splitlines()[2:] if line.strip()) == [
+        "demo-baseline", "demo-fused"], table
+    assert "swd.swd_avg" in sections["dvc metrics diff demo-baseline demo-fused"]
+    assert "fused - baseline" in sections["catgan compare (one seed each: no interval yet)"]
+    lines = (line.partition(": ") for line in sections["reports"].splitlines())
+    reports = {name: path for name, _, path in lines if name in ("baseline", "fused")}
+    assert sorted(reports) == ["baseline", "fused"]
+    assert all(Path(path).is_file() for path in reports.values()), reports
+    assert sh(project, "git", "status", "--porcelain").strip() == ""
