@@ -1,6 +1,7 @@
 """The training loop: finite metrics, determinism, exact resume, refusal of foreign checkpoints."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -52,6 +53,34 @@ def test_resume_equals_uninterrupted_run(tiny_params, tiny_images, tmp_path):
     assert same_weights(full.generator, resumed.generator)
     assert same_weights(full.discriminator, resumed.discriminator)
     assert full.history == resumed.history and full.steps == resumed.steps
+
+
+def test_step_equals_the_course_step_bit_for_bit(tiny_params, tiny_images):
+    """The step skips G's graph for D's fakes and D's weight gradients in G's step; the course's
+    step computes both and throws them away. The weights must not notice."""
+    from catgan.distributed import Dist
+    from catgan.losses import d_loss, g_loss
+
+    params = tiny_params(train={"channels_last": False})
+    nets = train_mod._networks(params, torch.device("cpu"), Dist())
+    G, D = copy.deepcopy(nets.G), copy.deepcopy(nets.D)
+    adam = {"lr": params.train.lr, "betas": tuple(params.train.betas)}
+    opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    noise = torch.Generator().set_state(nets.noise.get_state())
+    real = torch.from_numpy(tiny_images[:4]).float() / 127.5 - 1
+    latent = (4, params.model.latent_dim, 1, 1)
+    for _ in range(3):
+        train_mod._step(nets, real, params)
+        loss_d = d_loss(D(real), D(G(torch.randn(latent, generator=noise)).detach()))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = g_loss(D(G(torch.randn(latent, generator=noise))), "non_saturating")
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+    assert same_weights(nets.G, G) and same_weights(nets.D, D)
+    assert all(p.requires_grad for p in nets.D.parameters())
 
 
 def test_checkpoint_from_other_params_is_not_resumed(tiny_params, tiny_images, tmp_path, caplog):
