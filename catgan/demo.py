@@ -25,7 +25,7 @@ VARIANTS = ("baseline", "fused")
 SETTINGS = {
     "data.source": "synthetic",
     "data.synthetic_count": 512,
-    "train.epochs": 12,
+    "train.epochs": 10,
     "train.batch_size": 16,
     "model.init": "dcgan",
     "eval.num_samples": 256,
