@@ -16,11 +16,10 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from catgan.data.synthetic import draw_cat
+from benchmarks.common import synthetic_array
 from catgan.images import grid_image, save_png
 from catgan.losses import g_loss
 from catgan.models import build, sample
@@ -52,8 +51,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    images = torch.from_numpy(np.stack([np.asarray(draw_cat(np.random.default_rng([0, i])))
-                                        .transpose(2, 0, 1) for i in range(args.images)]))
+    images = torch.from_numpy(synthetic_array(args.images))
     torch.manual_seed(0)
     G, D = (net.to(memory_format=torch.channels_last) for net in build(args.variant, LATENT, "dcgan"))
     opt_g = torch.optim.Adam(G.parameters(), args.lr_g, betas=(0.5, 0.999))

@@ -64,6 +64,14 @@ def prepare_images(data: Path | None, tmp: Path) -> tuple[Path, str]:
     return data, f"{data} ({len(image_files(data))} images)"
 
 
+def synthetic_array(count: int) -> np.ndarray:
+    """The first ``count`` synthetic cats of data.seed 0 as preprocess stores them: uint8 N x 3 x H x W."""
+    from catgan.data.synthetic import draw_cat
+
+    return np.stack([np.asarray(draw_cat(np.random.default_rng([0, i]))).transpose(2, 0, 1)
+                     for i in range(count)])
+
+
 def link_images(files: list[Path], dest: Path, count: int) -> Path:
     """``dest/images/`` holding at least ``count`` links cycling over ``files``, for ImageFolder."""
     folder = dest / "images"

@@ -279,7 +279,7 @@ def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
     nets.opt_d.step()
 
     z = torch.randn(b, latent, 1, 1, generator=nets.noise, device=real.device)
-    with frozen(D):
+    with _frozen(D):
         with autocast:
             loss_g = g_loss(D(G(z)), params.train.g_loss)
         nets.opt_g.zero_grad(set_to_none=True)
@@ -293,7 +293,7 @@ def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def frozen(net: torch.nn.Module):
+def _frozen(net: torch.nn.Module):
     """G's step back-propagates through D for G's sake only: D's weight gradients would be zeroed
     before D's next step anyway, and skipping them (with no graph through G for D's fakes) makes a
     step about 1.1x faster on CPU (benchmarks/g_step.py)."""
