@@ -57,16 +57,32 @@ def _compare(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(str(p) for p in paths))
 
 
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    from catgan import study
+
+    # Its own parser reads the rest of the command line (catgan/study.py), --help included.
+    p = sub.add_parser("study", help="variants x seeds through DVC's queue, then the study page",
+                       add_help=False)
+    p.set_defaults(run=study.main)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="catgan", description="catgan: DCGAN cat faces, "
                                      "baseline vs fused, reproducibly")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_compare(sub)
+    _add_study(sub)
     return parser
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.run(args)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "study":
+        args.run(rest)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    else:
+        args.run(args)
     return 0

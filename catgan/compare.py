@@ -11,14 +11,13 @@ import io
 import json
 import logging
 import math
-import shutil
 import statistics
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from catgan.dvccli import dvc_executable
 from catgan.errors import UserError
 from catgan.fileio import write_bytes, write_json, write_text
 
@@ -146,15 +145,6 @@ def records_from_exp_show(data: Any, where: str = "dvc exp show") -> list[Record
                  ", ".join(skipped))
     found.sort(key=lambda item: item[0], reverse=True)  # ISO times: newest first
     return _latest_per_seed([rec for _, rec in found], where)
-
-
-def dvc_executable() -> str:
-    beside = Path(sys.executable).with_name("dvc")
-    found = str(beside) if beside.exists() else shutil.which("dvc")
-    if not found:
-        raise UserError("the dvc command was not found beside Python or on PATH; "
-                        "install the project (pip install -e .) or activate its virtualenv")
-    return found
 
 
 def collect_dvc(repo: Path, all_commits: bool = False) -> list[Record]:

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import reprlib
 import typing
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 80, 80
 
 
-def _knob(default, *, choices=None, low=None, high=None, length=None):
-    meta = {"choices": choices, "low": low, "high": high, "length": length}
+def _knob(default, *, choices=None, low=None, high=None, length=None, pattern=None):
+    meta = {"choices": choices, "low": low, "high": high, "length": length, "pattern": pattern}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -76,6 +77,8 @@ class EvalConfig:
     batch_size: int = _knob(250, low=1)
     inception_weights: str = ""
     kid_subset_size: int = _knob(1000, low=2)
+    every: int = _knob(1, low=0)
+    monitor_samples: int = _knob(500, low=2)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class TrackingConfig:
     enabled: bool = True
     experiment: str = "catgan"
     uri: str = ""
+    # Part of DVC experiment names and MLflow filters: letters, digits, - and _ only.
+    study: str = _knob("", pattern=r"([A-Za-z0-9][A-Za-z0-9_-]{0,63})?")
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,9 @@ def _check(key: str, value: Any, hint: type, meta, source: str):
             fail("a finite number")
     if hint is str and not isinstance(value, str):
         fail("a string (quote it in YAML)")
+    pattern = meta.get("pattern")
+    if pattern and not re.fullmatch(pattern, value):
+        fail("letters, digits, '-' and '_' only, starting with a letter or digit (at most 64)")
     choices = meta.get("choices")
     if choices and value not in choices:
         fail("one of " + ", ".join(map(str, choices)))

@@ -10,13 +10,13 @@ import argparse
 import csv
 import io
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from catgan.compare import align, dvc_executable
+from catgan.compare import align
+from catgan.dvccli import dvc
 from catgan.errors import UserError, cli_entry
 
 VARIANTS = ("baseline", "fused")
@@ -42,16 +42,6 @@ COMPARED = ["eval.swd.*", "eval.diversity.diversity_ratio", "eval.scores.*"]
 
 def exp_name(variant: str) -> str:
     return f"demo-{variant}"
-
-
-def dvc(*args: str, capture: bool = False) -> str:
-    cmd = [dvc_executable(), *args]
-    proc = subprocess.run(cmd, text=True, capture_output=capture)
-    if proc.returncode != 0:
-        detail = (proc.stderr or "").strip().splitlines()[-1:] if capture else []
-        raise UserError(f"`{' '.join(cmd[1:])}` failed (exit {proc.returncode})"
-                        + (f": {detail[0]}" if detail else "; see the output above"))
-    return proc.stdout or ""
 
 
 def existing_experiments() -> set[str]:

@@ -95,3 +95,17 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda":
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(name)
+
+
+def describe(device: torch.device) -> str:
+    """What trained a run, for its budget: the GPU's name, or the CPU's model and thread count."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh
+                          if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"cpu: {model}, {torch.get_num_threads()} threads"

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from catgan.fileio import atomic_dir, write_bytes, write_json, write_text
-from catgan.train import COLUMNS, TrainResult
+from catgan.train import COLUMNS, HISTORY_COLUMNS, TrainResult
 
 
 def save_state_dict(module: torch.nn.Module, path: Path) -> None:
@@ -43,7 +43,7 @@ def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...]) -> None:
     writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: row[c] for c in columns})
+        writer.writerow({c: row.get(c) for c in columns})  # None (not measured) -> empty cell
     write_text(path, buf.getvalue())
 
 
@@ -55,7 +55,7 @@ def write_train_outputs(result: TrainResult, grid_dir: Path, *, models: Path, me
                                      "epochs": len(result.history)})
     final = result.history[-1]
     write_json(metrics / "train.json", {k: final[k] for k in ("epoch", *COLUMNS)})
-    write_csv(result.history, metrics / "history.csv", ("epoch", *COLUMNS))
+    write_csv(result.history, metrics / "history.csv", HISTORY_COLUMNS)
     write_csv(result.steps, metrics / "steps.csv", ("step", "epoch", *COLUMNS))
     with atomic_dir(samples) as tmp:
         for png in sorted(grid_dir.glob("epoch_*.png")):

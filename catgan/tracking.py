@@ -25,6 +25,7 @@ from catgan.errors import UserError
 log = logging.getLogger(__name__)
 
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
+STUDY_TAG, ROLE_TAG = "catgan.study", "catgan.role"  # a study's parent run has role "study"
 
 
 def tracking_uri(cfg: TrackingConfig, root: Path | None = None) -> str:
@@ -110,13 +111,25 @@ class MlflowTracker(NullTracker):
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "catgan.resumed", "true")
             return run_id
-        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()})
+        tags = {k: str(v) for k, v in tags.items()}
+        if STUDY_TAG in tags:
+            parent = self.study_run(tags[STUDY_TAG])
+            if parent:
+                tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, tags=tags)
         self.run_id, self._fresh = run.info.run_id, True
         items = [Param(k, str(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
         self.client.log_batch(self.run_id, tags=[RunTag("catgan.resumed", "false")])
         return self.run_id
+
+    def study_run(self, study: str) -> str | None:
+        """The parent run of study ``study``, if `catgan study` made one."""
+        runs = self.client.search_runs(
+            [self.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study}'")
+        return runs[0].info.run_id if runs else None
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -129,7 +142,8 @@ class MlflowTracker(NullTracker):
 
     def log_rows(self, rows: list[dict[str, float]], step_key: str, columns: tuple[str, ...],
                  prefix: str = "") -> None:
-        triples = [(prefix + k, row[k], int(row[step_key])) for row in rows for k in columns]
+        triples = [(prefix + k, row[k], int(row[step_key])) for row in rows for k in columns
+                   if row.get(k) is not None]
         self._call("log_rows", self._log, triples)
 
     def _log(self, triples: list[tuple[str, float, int]]) -> None:
@@ -328,6 +342,10 @@ def git_commit(root: Path | None = None) -> str:
 
 
 def run_tags(params, data_hash: str) -> dict:
-    return {"variant": params.model.variant, "seed": params.train.seed, "git_commit": git_commit(),
-            "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""), "data_hash": data_hash,
-            "mlflow.runName": f"{params.model.variant}-seed{params.train.seed}"}
+    exp_name = os.environ.get("DVC_EXP_NAME", "")
+    tags = {"variant": params.model.variant, "seed": params.train.seed, "git_commit": git_commit(),
+            "dvc_exp_name": exp_name, "data_hash": data_hash,
+            "mlflow.runName": exp_name or f"{params.model.variant}-seed{params.train.seed}"}
+    if params.tracking.study:
+        tags[STUDY_TAG] = params.tracking.study
+    return tags

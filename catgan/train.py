@@ -15,6 +15,7 @@ import math
 import os
 import random
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,17 +24,19 @@ import torch
 
 from catgan import checkpoint
 from catgan.config import Params, flatten
-from catgan.distributed import Dist, select_device
+from catgan.distributed import Dist, describe, select_device
 from catgan.errors import UserError
 from catgan.images import grid_image, save_png
 from catgan.losses import d_loss, g_loss, grad_norm
 from catgan.models import build, sample
+from catgan.monitor import QUALITY, Monitor
 from catgan.progress import progress
 from catgan.tracking import NullTracker, run_tags
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm")
+HISTORY_COLUMNS = ("epoch", *COLUMNS, *QUALITY)  # quality only every eval.every epochs
 FIXED_SAMPLES = 64
 _HERE = Path(__file__).parent
 _CODE = ("train.py", "models.py", "losses.py", "checkpoint.py", "distributed.py")
@@ -51,7 +54,7 @@ class TrainingDiverged(UserError):
 class TrainResult:
     generator: torch.nn.Module
     discriminator: torch.nn.Module
-    history: list[dict] = field(default_factory=list)  # one row per epoch: means over its steps
+    history: list[dict] = field(default_factory=list)  # per epoch: step means, then quality
     steps: list[dict] = field(default_factory=list)  # one row every train.log_every steps
     run_id: str | None = None
     resumed_from: int = 0
@@ -114,6 +117,9 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
     device = device or select_device(t.device, dist.local_rank)
     steps = _steps_per_epoch(t, dist, device, len(images))
     seed_everything(t.seed, t.threads or max(1, (os.cpu_count() or 1) // dist.local_world))
+    e = params.eval
+    monitor = Monitor(images, every=e.every, samples=e.monitor_samples, seed=e.seed,
+                      latent_dim=m.latent_dim, batch_size=e.batch_size, device=device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     nets = _networks(params, device, dist)
@@ -131,12 +137,13 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
         result.history, result.steps = state["history"], state["steps"]
         result.resumed_from = state["epoch"]
         log.info("resuming from %s at epoch %d", ckpt_path, state["epoch"])
-    result.run_id = tracker.start(flatten(params), run_tags(params, data_hash),
+    tags = {**run_tags(params, data_hash), "device": describe(device), "data_images": len(images)}
+    result.run_id = tracker.start(flatten(params), tags,
                                   run_id=state["run_id"] if state else None)
     if state:
         # A kill between an epoch's checkpoint and its MLflow calls lost them: log the checkpoint's
         # history again; the tracker skips every value the run already holds.
-        tracker.log_rows(result.history, "epoch", COLUMNS)
+        tracker.log_rows(result.history, "epoch", HISTORY_COLUMNS[1:])
         tracker.log_rows(result.steps, "step", COLUMNS, prefix="step_")
     else:
         if dist.main:
@@ -149,6 +156,8 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
             row, step_rows = _epoch(nets, data, params, epoch, steps)
             nets.dist.average_batchnorm_statistics(nets.G)
             nets.dist.average_batchnorm_statistics(nets.D)
+            if monitor.due(epoch):
+                row.update(_quality(monitor, nets, epoch))
             result.history.append(row)
             result.steps.extend(step_rows)
             _save_grid(nets, fixed_z, grid_dir, epoch, tracker)
@@ -160,7 +169,7 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
                     "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(),
                     "rng": rng, "order": nets.order.get_state(), "fixed_z": fixed_z.cpu(),
                     "history": result.history, "steps": result.steps})
-            tracker.log_metrics({k: row[k] for k in COLUMNS}, step=epoch)
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             tracker.log_rows(step_rows, "step", COLUMNS, prefix="step_")
             dist.barrier()  # no process starts an epoch whose predecessor is not on disk
     except BaseException:
@@ -302,6 +311,16 @@ def _frozen(net: torch.nn.Module):
         yield net
     finally:
         net.requires_grad_(True)
+
+
+def _quality(monitor: Monitor, nets: _Nets, epoch: int) -> dict[str, float]:
+    started = time.perf_counter()
+    values = monitor.measure(nets.G, nets.D)
+    if nets.dist.main:
+        log.info("epoch %d quality: SWD x1e3 %.2f, D(real) %.3f, D(fake) %.3f, diversity %.2f "
+                 "(%.1f s)", epoch, values["swd_avg"], values["fixed_real_score"],
+                 values["fixed_fake_score"], values["diversity_ratio"], time.perf_counter() - started)
+    return values
 
 
 def _check_finite(values: np.ndarray, epoch: int, first: int) -> None:

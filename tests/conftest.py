@@ -17,7 +17,7 @@ TINY = {
     "model": {"variant": "fused"},
     "train": {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2, "threads": 1,
               "log_every": 1},
-    "eval": {"num_samples": 16, "batch_size": 16, "kid_subset_size": 8},
+    "eval": {"num_samples": 16, "batch_size": 16, "kid_subset_size": 8, "monitor_samples": 8},
     "tracking": {"enabled": False},
 }
 

@@ -9,7 +9,9 @@ import torch
 
 import catgan.train as train_mod
 from catgan import checkpoint
-from catgan.train import COLUMNS, TrainingDiverged, train
+from catgan.monitor import QUALITY
+from catgan.outputs import write_train_outputs
+from catgan.train import COLUMNS, HISTORY_COLUMNS, TrainingDiverged, train
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -90,6 +92,35 @@ def test_checkpoint_from_other_params_is_not_resumed(tiny_params, tiny_images, t
     assert "made with other params" in caplog.text
     fresh = train(tiny_params(train={"epochs": 2, "lr": 0.001}), tiny_images, "d", tmp_path / "f")
     assert same_weights(other.generator, fresh.generator)
+
+
+def test_quality_is_measured_every_n_epochs_seeded_and_written_blank_between(
+        tiny_params, tiny_images, tmp_path):
+    params = tiny_params(train={"epochs": 3}, eval={"every": 2})
+    a = train(params, tiny_images, "d", tmp_path / "a")
+    measured = [row["epoch"] for row in a.history if "swd_avg" in row]
+    assert measured == [2]
+    row = a.history[1]
+    assert set(QUALITY) <= row.keys() and all(math.isfinite(row[k]) for k in QUALITY)
+    assert row["swd_avg"] > 0 and 0 < row["fixed_real_score"] < 1
+    b = train(params, tiny_images, "d", tmp_path / "b")
+    assert [r.get("swd_avg") for r in a.history] == [r.get("swd_avg") for r in b.history]
+    write_train_outputs(a, tmp_path / "a" / "grids", models=tmp_path / "m",
+                        metrics=tmp_path / "metrics", samples=tmp_path / "s", variant="fused", seed=0)
+    lines = (tmp_path / "metrics" / "history.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(HISTORY_COLUMNS)
+    cells = [line.split(",")[HISTORY_COLUMNS.index("swd_avg")] for line in lines[1:]]
+    assert cells[0] == cells[2] == "" and float(cells[1]) == row["swd_avg"]
+
+
+def test_quality_checks_do_not_change_the_trajectory(tiny_params, tiny_images, tmp_path):
+    checked = train(tiny_params(eval={"every": 1}), tiny_images, "d", tmp_path / "a")
+    unchecked = train(tiny_params(eval={"every": 0}), tiny_images, "d", tmp_path / "b")
+    assert all("swd_avg" in row for row in checked.history)
+    assert not any("swd_avg" in row for row in unchecked.history)
+    assert same_weights(checked.generator, unchecked.generator)
+    assert same_weights(checked.discriminator, unchecked.discriminator)
+    assert checked.steps == unchecked.steps
 
 
 def test_sample_grids_do_not_change_the_trajectory(tiny_params, tiny_images, tmp_path, monkeypatch):

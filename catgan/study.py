@@ -1,0 +1,171 @@
+"""``catgan study``: variants x seeds as queued DVC experiments under one MLflow parent run.
+
+Each run is an ordinary experiment (``<study>-<variant>-s<seed>``, ``dvc exp show`` lists it) whose
+MLflow run is a child of the study's run through ``tracking.study``. Running the command again
+resumes: runs the store already holds finished are kept, queued or running ones are waited for,
+the rest are queued again and resume from their checkpoints. Then the study's runs are exported
+from MLflow into a study folder (catgan/studydir.py) and its page is built and logged.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from catgan.config import flatten, load_params, project_root
+from catgan.dvccli import dvc
+from catgan.errors import UserError
+from catgan.tracking import ROLE_TAG, STUDY_TAG, MlflowTracker, make_tracker
+
+VARIANTS = ("baseline", "fused")
+_ACTIVE = ("Queued", "Running")
+
+
+@dataclass(frozen=True)
+class Planned:
+    name: str
+    overrides: dict[str, str]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="catgan study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", default="study", help="study name: letters, digits, - and _ "
+                   "(default: study)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--saturating", action="store_true",
+                   help="one more run, the first variant and seed with train.g_loss=saturating, "
+                        "for the page's section on the generator's loss")
+    p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a params.yaml override for every run, as for `dvc exp run -S`")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="experiments run at once (default 1)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="study folder (default: studies/<name> at the project root)")
+    p.add_argument("--page-only", action="store_true",
+                   help="queue nothing: export what the store holds and build the page")
+    return p.parse_args(argv)
+
+
+def plan(args: argparse.Namespace) -> list[Planned]:
+    common: dict[str, str] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"-S {item!r}: expected KEY=VALUE, for example -S train.epochs=3")
+        if key in ("model.variant", "train.seed", "tracking.study"):
+            raise UserError(f"-S {key}: the study sets it; use --variants, --seeds or --name")
+        common[key] = value
+    known = flatten(load_params())
+    for key in common:
+        if key not in known:
+            raise UserError(f"-S {key}: no such key in params.yaml; `dvc exp run -S` only sets "
+                            "existing keys (see README, 'every params key')")
+    common["tracking.study"] = args.name
+    runs = [Planned(f"{args.name}-{v}-s{s}", {**common, "model.variant": v, "train.seed": str(s)})
+            for v in args.variants for s in args.seeds]
+    if args.saturating:
+        v, s = args.variants[0], args.seeds[0]
+        runs.append(Planned(f"{args.name}-saturating-{v}-s{s}",
+                            {**common, "model.variant": v, "train.seed": str(s),
+                             "train.g_loss": "saturating"}))
+    return runs
+
+
+def parent_run(tracker: MlflowTracker, name: str, settings: dict[str, str]) -> str:
+    """The study's own MLflow run: found again on a re-run, created on the first."""
+    found = tracker.study_run(name)
+    if found:
+        return found
+    run = tracker.client.create_run(tracker.experiment_id, tags={
+        ROLE_TAG: "study", STUDY_TAG: name, "mlflow.runName": f"study-{name}"})
+    for key, value in sorted(settings.items()):
+        tracker.client.log_param(run.info.run_id, key, value)
+    return run.info.run_id
+
+
+def finished_runs(tracker: MlflowTracker, name: str) -> dict[str, object]:
+    """The study's finished child runs with eval metrics, newest per DVC experiment name."""
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000,
+        filter_string=f"tags.`{STUDY_TAG}` = '{name}' and attributes.status = 'FINISHED'")
+    done: dict[str, object] = {}
+    for run in runs:
+        exp = run.data.tags.get("dvc_exp_name", "")
+        if exp and ROLE_TAG not in run.data.tags and "eval.swd.swd_avg" in run.data.metrics:
+            done.setdefault(exp, run)
+    return done
+
+
+def queue_status() -> dict[str, str]:
+    """Experiment name -> status (Queued, Running, Success, Failed) from ``dvc queue status``."""
+    status: dict[str, str] = {}
+    for line in dvc("queue", "status", capture=True).splitlines():
+        match = re.match(r"\s*\S+\s+(\S+)\s+.*\b(Queued|Running|Success|Failed)\b", line)
+        if match:
+            status.setdefault(match[1], match[2])
+    return status
+
+
+def enqueue(runs: list[Planned], done: dict, state: dict[str, str]) -> list[str]:
+    waiting = []
+    for run in runs:
+        if run.name in done:
+            print(f"study: {run.name} finished earlier; kept", flush=True)
+            continue
+        waiting.append(run.name)
+        if state.get(run.name) in _ACTIVE:
+            print(f"study: {run.name} is {state[run.name].lower()}; waiting for it", flush=True)
+            continue
+        overrides = [a for k, v in run.overrides.items() for a in ("-S", f"{k}={v}")]
+        dvc("exp", "run", "--queue", "--force", "--name", run.name, *overrides, capture=True)
+        print(f"study: queued {run.name}", flush=True)
+    return waiting
+
+
+def wait(names: list[str], jobs: int, poll_s: float = 10.0) -> None:
+    if not names:
+        return
+    dvc("queue", "start", "-j", str(jobs), capture=True)
+    left = set(names)
+    while left:
+        time.sleep(poll_s)
+        state = queue_status()
+        for name in sorted(left):
+            if state.get(name) not in _ACTIVE:
+                left.discard(name)
+                print(f"study: {name} {state.get(name, 'ended').lower()}", flush=True)
+    failed = [n for n in names if queue_status().get(n) == "Failed"]
+    if failed:
+        raise UserError(f"study runs failed: {', '.join(failed)}; see `dvc queue logs <name>`, fix "
+                        "the cause and run the same `catgan study` command again to resume")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    runs = plan(args)
+    params = load_params()
+    tracker = make_tracker(params.tracking)
+    if not isinstance(tracker, MlflowTracker):
+        raise UserError("catgan study needs MLflow: set tracking.enabled: true in params.yaml")
+    parent = parent_run(tracker, args.name, {
+        "variants": " ".join(args.variants), "seeds": " ".join(map(str, args.seeds)),
+        "saturating": str(args.saturating), **dict(s.partition("=")[::2] for s in args.set)})
+    if not args.page_only:
+        waiting = enqueue(runs, finished_runs(tracker, args.name), queue_status())
+        wait(waiting, args.jobs)
+    done = finished_runs(tracker, args.name)
+    missing = [r.name for r in runs if r.name not in done]
+    if missing:
+        raise UserError(f"the MLflow store holds no finished run for {', '.join(missing)}; run "
+                        "the same command without --page-only to train them")
+    from catgan import studyexport, studypage  # after training: they are written to meanwhile
+
+    out = args.out or project_root() / "studies" / args.name
+    studyexport.export(tracker, args.name, [done[r.name] for r in runs], out)
+    page = studypage.build_page(out, out / "study.html", figures_dir=out / "figures")
+    tracker.client.log_artifact(parent, str(page))
+    tracker.client.set_terminated(parent, "FINISHED")
+    print(f"study page: {page}")

@@ -1,0 +1,83 @@
+"""A study folder: everything a study page needs, whichever machine trained the runs.
+
+    <study>/study.json             name, device, data (content_hash, images), settings, parent run
+    <study>/runs/<run>/run.json    kind, variant, seed, g_loss, epochs, steps, batch_size,
+                                   images_seen, wall_s, device, eval (the evaluate stage's metrics)
+    <study>/runs/<run>/history.csv one row per epoch (train.HISTORY_COLUMNS; blank where not measured)
+    <study>/runs/<run>/steps.csv   one row every log_every steps (step, epoch, train.COLUMNS)
+    <study>/runs/<run>/grids/epoch_NNN.png   the fixed-latent grid after each epoch (0 = untrained)
+
+``kind`` is ``study`` (a variant x seed run of the comparison), ``saturating`` (the same training
+with the saturating G loss, for the loss question) or ``course`` (the course's own loop, for parity).
+The local study command exports MLflow runs into this layout; the GPU study writes it directly.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from catgan.errors import UserError
+from catgan.fileio import write_json
+
+KINDS = ("study", "saturating", "course")
+FORMAT = 1
+
+
+@dataclass
+class Run:
+    path: Path
+    meta: dict
+    history: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def grids(self) -> list[Path]:
+        return sorted((self.path / "grids").glob("epoch_*.png"))
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of numbers; an empty cell (a quality metric not measured that epoch) becomes None."""
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                for row in csv.DictReader(fh)]
+
+
+def write_study(root: Path, info: dict) -> None:
+    write_json(root / "study.json", {"format": FORMAT, **info})
+
+
+def write_run_meta(run_dir: Path, meta: dict) -> None:
+    if meta.get("kind") not in KINDS:
+        raise ValueError(f"run kind must be one of {KINDS}, got {meta.get('kind')!r}")
+    write_json(run_dir / "run.json", meta)
+
+
+def load_study(root: Path) -> tuple[dict, list[Run]]:
+    """study.json and every run under ``root/runs``, sorted by kind, variant and seed."""
+    path = root / "study.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run `catgan study` (or benchmarks/gpu_study.sh) "
+                        "first, or pass the folder that holds study.json") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: not a readable study file ({err}); run the study again") from None
+    if info.get("format") != FORMAT:
+        raise UserError(f"{path}: study format {info.get('format')!r}, expected {FORMAT}; "
+                        "rebuild it with this version of catgan")
+    runs = []
+    for meta_path in sorted((root / "runs").glob("*/run.json")):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        run_dir = meta_path.parent
+        runs.append(Run(run_dir, meta, read_csv(run_dir / "history.csv"),
+                        read_csv(run_dir / "steps.csv")))
+    runs.sort(key=lambda r: (KINDS.index(r.meta["kind"]), r.meta["variant"], r.meta["seed"]))
+    return info, runs

@@ -1,0 +1,408 @@
+"""The study page: does the fused DCGAN beat the baseline over seeds? One self-contained HTML file.
+
+It reads a study folder (catgan.studydir): the verdict and budget, the compare table, SWD and
+training curves over seeds, the final grids, a progress video per variant, why G maximises
+log D(G(z)), and parity with the course's own loop. Every figure and video is inlined.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+from html import escape
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image, ImageDraw, ImageFont
+
+from catgan import compare
+from catgan.errors import UserError
+from catgan.fileio import atomic_path, write_text
+from catgan.losses import g_loss
+from catgan.plots import write_video
+from catgan.report import CSS, data_uri
+from catgan.studydir import KINDS, Run, load_study
+
+CONFIDENCE = 0.95
+METRICS = ("eval.swd.*", "eval.diversity.*", "eval.scores.*")
+KEY_METRIC, DIVERSITY = "eval.swd.swd_avg", "eval.diversity.diversity_ratio"
+LABEL_W, LABEL_H, GAP, FONT_SIZE = 72, 24, 4, 14  # the grids composite's label bands
+DPI, FPS = 110, 4
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+
+
+def build_page(study_dir: Path, out_html: Path, figures_dir: Path | None = None) -> Path:
+    """Write the study page to ``out_html``; with ``figures_dir``, keep its figures there too."""
+    study_dir, out_html = Path(study_dir), Path(out_html)
+    info, runs = load_study(study_dir)
+    kinds = {kind: [r for r in runs if r.meta["kind"] == kind] for kind in KINDS}
+    if not kinds["study"]:
+        raise UserError(f"{study_dir / 'runs'}: no run of kind 'study'; run the study first")
+    records = [compare.Record(r.name, r.meta["variant"], r.meta["seed"],
+                              compare.flatten(r.meta.get("eval") or {}, "eval."))
+               for r in kinds["study"]]
+    summary = compare.summarize(records, confidence=CONFIDENCE, metrics=METRICS)
+    groups = {v: [r for r in kinds["study"] if r.meta["variant"] == v] for v in summary.variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        figs = Path(figures_dir) if figures_dir else Path(tmp)
+        sections = [
+            ("budget", "Budget", _budget(info, runs)),
+            ("compare", f"{summary.variants[1]} vs {summary.variants[0]} over seeds",
+             _compare_table(summary)),
+            ("swd", "SWD over epochs", _swd_figure(groups, figs / "swd_epochs.png")),
+            ("curves", "Losses and D scores", _curves_figure(groups, figs / "curves.png")),
+            ("grids", "Final fixed-latent grids", _grids(groups, figs / "grids.png")),
+            ("videos", "Progress, epoch by epoch", _videos(groups, Path(tmp))),
+            ("q1", "Why the generator maximises log D(G(z))", _q1(kinds, figs)),
+            ("parity", "Parity with the course loop", _parity(groups, kinds["course"], figs)),
+            ("reproduce", "How to reproduce", _reproduce(info)),
+        ]
+        title = f"Study {info.get('name', study_dir.name)}: {' vs '.join(summary.variants)}"
+        nav = "".join(f'<a href="#{a}">{escape(n)}</a>' for a, n, html in sections if html)
+        body = "".join(f'<section id="{a}"><h2>{escape(n)}</h2>{html}</section>'
+                       for a, n, html in sections if html)
+        write_text(out_html, '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                   '<meta name="viewport" content="width=device-width, initial-scale=1">'
+                   f"<title>{escape(title)}</title><style>{CSS}</style></head>\n"
+                   f"<body><header><h1>{escape(title)}</h1><nav>{nav}</nav></header>\n"
+                   f"<main>{_verdict(summary)}{body}</main></body></html>\n")
+    return out_html
+
+
+def g_loss_gradient(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """d(loss_G)/d(logit) for each logit, by autograd through catgan.losses.g_loss."""
+    x = logits.detach().float().clone().requires_grad_(True)
+    # g_loss averages over the batch; scaled back up, each logit gets its own sample's gradient.
+    (g_loss(x, kind) * x.numel()).backward()
+    return x.grad
+
+
+# ------------------------------------------------------------------------------------ text parts
+
+def _fmt(metric: str, x: float) -> str:
+    return f"{x:.1f}" if "swd" in metric else f"{x:.3f}"
+
+
+def _span(metric: str, ci: tuple[float, float] | None) -> str:
+    return "–" if ci is None else f"[{_fmt(metric, ci[0])}, {_fmt(metric, ci[1])}]"
+
+
+def _table(head: list[str], rows: list[list[str]], text_cols: int = 1) -> str:
+    """Cells are plain text; all but the first ``text_cols`` (and the last) are right-aligned."""
+    def cls(i: int, n: int) -> str:
+        return "" if i < text_cols or i == n - 1 else ' class="num"'
+    th = "".join(f"<th{cls(i, len(head))}>{escape(h)}</th>" for i, h in enumerate(head))
+    tr = "".join("<tr>" + "".join(f"<td{cls(i, len(r))}>{escape(c)}</td>" for i, c in enumerate(r))
+                 + "</tr>" for r in rows)
+    return (f'<div class="table-wrap"><table><thead><tr>{th}</tr></thead>'
+            f"<tbody>{tr}</tbody></table></div>")
+
+
+def _verdict(summary: compare.Summary) -> str:
+    a, b = summary.variants
+    rows = {row.metric: row for row in summary.rows}
+    row = rows.get(KEY_METRIC)
+    if row is None:
+        return f"<p><strong>No verdict:</strong> no run has {KEY_METRIC}.</p>"
+    sa, sb = row.stats
+    if row.interval is None:
+        claim = f"{b} cannot be judged against {a} (an interval needs 2 seeds per variant)"
+    elif row.interval[1] < 0:
+        claim = f"{b} is better than {a}"
+    elif row.interval[0] > 0:
+        claim = f"{b} is worse than {a}"
+    else:
+        claim = f"{b} is not distinguishable from {a}"
+    seeds = str(sa.n) if sa.n == sb.n else f"{sa.n} and {sb.n}"
+    text = (f"{claim} at {summary.confidence:.0%} with {seeds} seeds per variant, on the "
+            f"sliced Wasserstein distance to the real images (SWD x1e3, lower is better): {b} "
+            f"{sb.mean:.1f}, {a} {sa.mean:.1f}, difference {row.difference:+.1f} "
+            f"{_span(KEY_METRIC, row.interval)}.")
+    div = rows.get(DIVERSITY)
+    if div:
+        text += (f" Diversity ratio (the fakes' spread over the reals', best toward 1): {a} "
+                 f"{div.stats[0].mean:.3f}, {b} {div.stats[1].mean:.3f}; {div.verdict}.")
+    return f'<p class="verdict"><strong>Verdict:</strong> {escape(text)}</p>'
+
+
+def _budget(info: dict, runs: list[Run]) -> str:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run.meta["kind"], run.meta["variant"]), []).append(run.meta)
+    rows = [[kind, variant, str(len(ms)), ", ".join(sorted({str(m.get("epochs")) for m in ms})),
+             f"{sum(m.get('steps', 0) for m in ms):,}",
+             f"{sum(m.get('images_seen', 0) for m in ms):,}",
+             f"{statistics.fmean(m.get('wall_s', 0) for m in ms) / 60:.1f} min",
+             ", ".join(sorted({str(m.get("device")) for m in ms}))]
+            for (kind, variant), ms in groups.items()]
+    table = _table(["kind", "variant", "runs", "epochs per run", "steps, all runs",
+                    "images seen, all runs", "mean wall time", "device"], rows, text_cols=2)
+    data = info.get("data") or {}
+    return (table + f"<p>Data: {data.get('images', 0):,} images from "
+            f"{escape(str(data.get('source', '?')))}, content hash "
+            f"<code>{escape(str(data.get('content_hash', '?')))}</code>. "
+            f"Study device: {escape(str(info.get('device', '?')))}.</p>")
+
+
+def _compare_table(summary: compare.Summary) -> str:
+    a, b = summary.variants
+    pct = f"{summary.confidence:.0%}"
+    head = ["metric"] + [f"{v} {col}" for v in (a, b) for col in ("mean", "sd", f"{pct} interval")]
+    rows = []
+    for row in summary.rows:
+        m = row.metric
+        cells = [m]
+        for s in row.stats:
+            cells += [_fmt(m, s.mean), "–" if s.std is None else _fmt(m, s.std), _span(m, s.ci)]
+        diff = ("+" if row.difference >= 0 else "") + _fmt(m, row.difference)
+        rows.append(cells + [f"{diff} {_span(m, row.interval)}", row.verdict])
+    return _table(head + [f"{b} − {a} [Welch {pct}]", "verdict"], rows) + (
+        f"<p>{len(summary.runs)} study runs. sd: the seed-to-seed standard deviation; intervals: "
+        f"Student t over seeds, Welch t for the difference. SWD is x1e3, lower is better; the "
+        "diversity ratio is best toward 1.</p>")
+
+
+def _reproduce(info: dict) -> str:
+    settings = " ".join(f"{k}={v}" for k, v in sorted((info.get("settings") or {}).items()))
+    parent = f" MLflow parent run <code>{escape(str(info['parent_run_id']))}</code>." \
+        if info.get("parent_run_id") else ""
+    return (f"<p>Run <code>catgan study</code> (or <code>benchmarks/gpu_study.sh</code> on a GPU) "
+            f"on the same data with these settings: <code>{escape(settings or 'defaults')}</code>."
+            f"{parent}</p>")
+
+
+# -------------------------------------------------------------------------------------- figures
+
+def _figure(path: Path, caption: str, sheet: bool = False) -> str:
+    klass = ' class="sheet"' if sheet else ""
+    return (f'<figure><img{klass} src="{data_uri(path)}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def _axes(width: float = 7.0, panels: int = 1):
+    fig = Figure(figsize=(width, 4.4), layout="constrained")
+    return fig, fig.subplots(1, panels)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    for ax in fig.axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+
+
+def _over_seeds(runs: list[Run], key: str) -> list[tuple[float, compare.Stat]]:
+    """Per epoch where any seed measured ``key``: mean and t interval over those seeds."""
+    found: dict[float, list[tuple[int, float]]] = {}
+    for run in runs:
+        for row in run.history:
+            if row.get(key) is not None:
+                found.setdefault(row["epoch"], []).append((run.meta["seed"], row[key]))
+    return [(e, compare.describe(*zip(*pts), CONFIDENCE)) for e, pts in sorted(found.items())]
+
+
+def _swd_figure(groups: dict[str, list[Run]], path: Path) -> str:
+    fig, ax = _axes()
+    for color, (variant, runs) in zip(COLORS, groups.items()):
+        for run in runs:
+            own = _over_seeds([run], "swd_avg")
+            ax.plot([e for e, _ in own], [s.mean for _, s in own], color=color, alpha=0.25,
+                    linewidth=0.8)
+        stats = _over_seeds(runs, "swd_avg")
+        ax.plot([e for e, _ in stats], [s.mean for _, s in stats], color=color, marker="o",
+                markersize=3, linewidth=2, label=f"{variant}: mean of {len(runs)} seeds")
+        band = [(e, s.ci) for e, s in stats if s.ci]
+        if band:
+            ax.fill_between([e for e, _ in band], [c[0] for _, c in band], [c[1] for _, c in band],
+                            color=color, alpha=0.2, label=f"{variant}: {CONFIDENCE:.0%} t interval")
+    ax.set(xlabel="epoch", ylabel="SWD x1e3 (lower is better)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _save(fig, path)
+    return _figure(path, "Mean SWD over seeds with its t interval; faint lines are single seeds.")
+
+
+def _curves_figure(groups: dict[str, list[Run]], path: Path) -> str:
+    fig, axes = _axes(12, 2)
+    panels = [("loss", [("loss_d", "D loss"), ("loss_g", "G loss")]),
+              ("mean sigmoid(D)", [("real_score", "D(real)"), ("fake_score", "D(G(z))")])]
+    for ax, (ylabel, series) in zip(axes, panels):
+        for color, (variant, runs) in zip(COLORS, groups.items()):
+            for (key, label), style in zip(series, ("-", "--")):
+                stats = _over_seeds(runs, key)
+                ax.plot([e for e, _ in stats], [s.mean for _, s in stats], color=color,
+                        linestyle=style, label=f"{variant} {label}")
+        ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _save(fig, path)
+    return _figure(path, "Epoch means from history.csv, averaged over seeds.")
+
+
+def _q1(kinds: dict[str, list[Run]], figs: Path) -> str:
+    logits = torch.linspace(-8, 8, 401)
+    fig, ax = _axes(6.4)
+    for color, kind in zip(COLORS, ("non_saturating", "saturating")):
+        ax.plot(torch.sigmoid(logits), g_loss_gradient(logits, kind), color=color, label=kind)
+    ax.set(xlabel="D(G(z)) = sigmoid(logit)", ylabel="d loss_G / d logit")
+    _save(fig, figs / "q1_gradients.png")
+    html = _figure(figs / "q1_gradients.png", "Early in training D rejects the fakes (D(G(z)) near "
+                   "0): there the saturating loss's gradient vanishes, the non-saturating one's is "
+                   "near -1.")
+    sat = next(iter(kinds["saturating"]), None)
+    if sat is None:
+        return html + "<p>The saturating run is missing, so only the theory is shown.</p>"
+    twin = next((r for r in kinds["study"] if (r.meta["variant"], r.meta["seed"])
+                 == (sat.meta["variant"], sat.meta["seed"])), None)
+    if twin is None or not (sat.steps and twin.steps):
+        return html + (f"<p>The saturating run {escape(sat.name)} has no study run of the same "
+                       "variant and seed, or no step log, to compare with.</p>")
+    return html + _q1_measured(sat, twin, figs)
+
+
+def _q1_measured(sat: Run, twin: Run, figs: Path) -> str:
+    """The saturating run's G gradient norms and final grid against its non-saturating twin's."""
+    last = max(row["epoch"] for row in sat.steps)
+    fig, ax = _axes()
+    medians = {}
+    for color, run in zip(COLORS, (twin, sat)):
+        rows = [row for row in run.steps if row["epoch"] <= last]
+        label = run.meta.get("g_loss") or run.meta["kind"]
+        medians[label] = statistics.median(row["g_grad_norm"] for row in rows)
+        ax.plot([row["step"] for row in rows], [row["g_grad_norm"] for row in rows], color=color,
+                label=label)
+    ax.set(xlabel="step", ylabel="G gradient norm", yscale="log")
+    _save(fig, figs / "q1_gradnorm.png")
+    where = f"{sat.meta['variant']} seed {sat.meta['seed']}, epochs up to {last:g}"
+    text = "; ".join(f"{k} {v:.3g}" for k, v in medians.items())
+    html = (_figure(figs / "q1_gradnorm.png", f"G's gradient norm per logged step ({where}).")
+            + f"<p>Measured median G gradient norm ({escape(where)}): {escape(text)}.</p>")
+    grids = _composite([[r.grids[-1] if r.grids else None for r in (twin, sat)]],
+                       [f"seed {sat.meta['seed']}"], list(medians), figs / "q1_grids.png")
+    return html + (_figure(grids, "The final grids of both runs.", sheet=True) if grids else "")
+
+
+def _eval_swd(run: Run) -> float | None:
+    return ((run.meta.get("eval") or {}).get("swd") or {}).get("swd_avg")
+
+
+def _swd_stat(runs: list[Run]) -> compare.Stat | None:
+    pts = [(r.meta["seed"], _eval_swd(r)) for r in runs if _eval_swd(r) is not None]
+    return compare.describe(*zip(*pts), CONFIDENCE) if pts else None
+
+
+def _parity_words(interval: tuple[float, float] | None) -> str:
+    """Course minus pipeline SWD: below zero everywhere means the pipeline's SWD is higher."""
+    if interval is None:
+        return "too few seeds to tell"
+    if interval[1] < 0:
+        return "the pipeline is worse beyond the noise"
+    if interval[0] > 0:
+        return "the pipeline is better beyond the noise"
+    return "no difference beyond the noise"
+
+
+def _parity(groups: dict[str, list[Run]], course: list[Run], figs: Path) -> str:
+    if not course:
+        return ""
+    variants = sorted({r.meta["variant"] for r in course})
+    fig, ax = _axes(6.4)
+    rows = []
+    for x, variant in enumerate(variants):
+        sides = (_swd_stat(groups.get(variant, [])),
+                 _swd_stat([r for r in course if r.meta["variant"] == variant]))
+        for k, (name, s) in enumerate(zip(("pipeline", "course"), sides)):
+            if s:
+                at = x + (k - 0.5) * 0.3
+                ax.scatter([at] * s.n, s.values, color=COLORS[k], alpha=0.6,
+                           label=name if x == 0 else None)
+                err = None if s.ci is None else [[s.mean - s.ci[0]], [s.ci[1] - s.mean]]
+                ax.errorbar([at + 0.06], [s.mean], yerr=err, fmt="D", capsize=4, color=COLORS[k])
+        cells = ["–" if s is None else f"{s.mean:.1f} {_span('swd', s.ci)} (seeds "
+                 f"{', '.join(f'{i}: {v:.1f}' for i, v in zip(s.seeds, s.values))})" for s in sides]
+        diff, interval, _ = compare.welch(*sides, CONFIDENCE) if all(sides) else (None, None, None)
+        rows.append([variant, *cells, "–" if diff is None else
+                     f"{diff:+.1f} {_span('swd', interval)}",
+                     _parity_words(interval) if all(sides) else "a side has no run"])
+    ax.set(ylabel="eval SWD x1e3 (lower is better)", xticks=range(len(variants)),
+           xticklabels=variants, xlim=(-0.6, len(variants) - 0.4))
+    _save(fig, figs / "parity.png")
+    pct = f"{CONFIDENCE:.0%}"
+    head = ["variant", f"pipeline mean [{pct}] (per seed)", f"course mean [{pct}] (per seed)",
+            f"course − pipeline [Welch {pct}]", "in words"]
+    return _table(head, rows) + _figure(
+        figs / "parity.png", "Eval SWD per seed (dots), mean and interval (diamonds).")
+
+
+# ------------------------------------------------------------------------------ grids and videos
+
+def _rgb(png: Path) -> Image.Image:
+    with Image.open(png) as image:
+        return image.convert("RGB")
+
+
+def _composite(cells: list[list[Path | None]], rows: list[str], cols: list[str],
+               path: Path) -> Path | None:
+    """Grids side by side, a label above each column and left of each row; None if none exist."""
+    found = [p for row in cells for p in row if p]
+    if not found:
+        return None
+    w, h = _rgb(found[0]).size
+    font = ImageFont.load_default(FONT_SIZE)
+    # a column is never narrower than its label, so small grids keep readable headings
+    cw = max([w] + [int(font.getlength(c)) + GAP for c in cols])
+    sheet = Image.new("RGB", (LABEL_W + len(cols) * (cw + GAP), LABEL_H + len(rows) * (h + GAP)),
+                      "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(cols):
+        x = LABEL_W + j * (cw + GAP) + cw / 2
+        draw.text((x, LABEL_H / 2), name, "black", font, anchor="mm")
+    for i, (name, row) in enumerate(zip(rows, cells)):
+        y = LABEL_H + i * (h + GAP)
+        draw.text((LABEL_W / 2, y + h / 2), name, "black", font, anchor="mm")
+        for j, png in enumerate(row):
+            if png:
+                x = LABEL_W + j * (cw + GAP) + (cw - w) // 2
+                sheet.paste(_rgb(png).resize((w, h)), (x, y))
+    with atomic_path(path, suffix=".png") as tmp:
+        sheet.save(tmp, format="PNG")
+    return path
+
+
+def _grids(groups: dict[str, list[Run]], path: Path) -> str:
+    seeds = sorted({r.meta["seed"] for runs in groups.values() for r in runs})
+    last = {(r.meta["variant"], r.meta["seed"]): r.grids[-1] for runs in groups.values()
+            for r in runs if r.grids}
+    made = _composite([[last.get((v, s)) for v in groups] for s in seeds],
+                      [f"seed {s}" for s in seeds], list(groups), path)
+    if not made:
+        return "<p>No study run saved a grid.</p>"
+    return _figure(made, "The last epoch's fixed-latent grid of every study run.", sheet=True)
+
+
+def _progress(frames: list[Path], stem: Path) -> tuple[str, str]:
+    """The frames as an mp4 <video>, or as an animated GIF where ffmpeg is missing; and which."""
+    video = stem.with_suffix(".mp4")
+    try:
+        write_video(frames, video, fps=FPS)
+        return f'<video controls loop muted playsinline src="{data_uri(video)}"></video>', "mp4"
+    except (ImportError, RuntimeError, OSError) as err:  # no ffmpeg: a GIF needs only PIL
+        gif = stem.with_suffix(".gif")
+        images = [_rgb(p) for p in frames]
+        with atomic_path(gif, suffix=".gif") as tmp:
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                           duration=1000 // FPS, loop=0)
+        return (f'<img class="sheet" src="{data_uri(gif)}" alt="progress">',
+                f"an animated GIF, as the mp4 failed ({type(err).__name__}: {err})")
+
+
+def _videos(groups: dict[str, list[Run]], tmp: Path) -> str:
+    blocks = []
+    for variant, runs in groups.items():
+        run = runs[0]  # the lowest seed: load_study sorts by seed
+        if run.grids:
+            media, how = _progress(run.grids, tmp / variant)
+            caption = (f"{variant}, seed {run.meta['seed']}: the fixed latent batch after each of "
+                       f"{len(run.grids) - 1} epochs (epoch 0 is untrained); {how}.")
+            blocks.append(f"<figure>{media}<figcaption>{escape(caption)}</figcaption></figure>")
+    return f'<div class="cols">{"".join(blocks)}</div>' if blocks else "<p>No grids saved.</p>"
