@@ -130,13 +130,17 @@ def wait(names: list[str], jobs: int, poll_s: float = 10.0) -> None:
         return
     dvc("queue", "start", "-j", str(jobs), capture=True)
     left = set(names)
-    while left:
-        time.sleep(poll_s)
-        state = queue_status()
-        for name in sorted(left):
-            if state.get(name) not in _ACTIVE:
-                left.discard(name)
-                print(f"study: {name} {state.get(name, 'ended').lower()}", flush=True)
+    try:
+        while left:
+            time.sleep(poll_s)
+            state = queue_status()
+            for name in sorted(left):
+                if state.get(name) not in _ACTIVE:
+                    left.discard(name)
+                    print(f"study: {name} {state.get(name, 'ended').lower()}", flush=True)
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted; {len(left)} run(s) go on in DVC's queue (dvc queue status). "
+                        "Run the same command again to wait for them and build the page") from None
     failed = [n for n in names if queue_status().get(n) == "Failed"]
     if failed:
         raise UserError(f"study runs failed: {', '.join(failed)}; see `dvc queue logs <name>`, fix "

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +62,38 @@ def write_params(folder: Path, raw: dict) -> Path:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+BIN = Path(sys.executable).parent
+
+
+def env() -> dict:
+    """The test's environment for the real CLIs: this venv first, no MLflow or DVC settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    return {**base, "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+
+
+def sh(project: Path, *cmd: str, timeout: int = 600) -> str:
+    proc = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def clone_project(dest: Path, settings: dict) -> Path:
+    """A git repository of the working tree (tracked and untracked-not-ignored files) whose
+    params.yaml has ``settings`` merged in, committed."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    (dest / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load(
+        (ROOT / "params.yaml").read_text()), settings), sort_keys=False))
+    sh(dest, "git", "init", "-q")
+    sh(dest, "git", "add", "-A")
+    sh(dest, "git", "commit", "-qm", "tiny")
+    return dest

@@ -2,37 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, TINY, merge
+from conftest import TINY, clone_project, merge, sh
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 SETTINGS = merge(TINY, {"model": {"variant": "baseline"}, "train": {"epochs": 1},
                         "tracking": {"enabled": True}})
-
-
-def env() -> dict:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    return {**base, "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-
-
-def sh(project: Path, *cmd: str, timeout: int = 600) -> str:
-    proc = subprocess.run(cmd, cwd=project, env=env(), capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
 
 
 def ran_stages(output: str) -> list[str]:
@@ -42,19 +23,7 @@ def ran_stages(output: str) -> list[str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A git clone of the working tree (tracked and untracked-not-ignored files) with tiny params."""
-    dest = tmp_path_factory.mktemp("clone") / "catgan"
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    (dest / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load(
-        (ROOT / "params.yaml").read_text()), SETTINGS), sort_keys=False))
-    sh(dest, "git", "init", "-q")
-    sh(dest, "git", "add", "-A")
-    sh(dest, "git", "commit", "-qm", "tiny")
-    return dest
+    return clone_project(tmp_path_factory.mktemp("clone") / "catgan", SETTINGS)
 
 
 @pytest.fixture(scope="module")
