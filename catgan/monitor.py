@@ -12,9 +12,8 @@ import torch
 from catgan.evaluate import generate, mean_score, real_sets
 from catgan.metrics.diversity import diversity_ratio
 from catgan.metrics.swd import swd
+from catgan.outputs import QUALITY
 
-QUALITY = ("swd_avg", "swd_64", "swd_32", "swd_16", "fixed_real_score", "fixed_fake_score",
-           "diversity_ratio")
 
 
 class Monitor:

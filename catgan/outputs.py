@@ -6,11 +6,21 @@ import io
 import pickle
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from catgan.fileio import atomic_dir, write_bytes, write_json, write_text
-from catgan.train import COLUMNS, HISTORY_COLUMNS, TrainResult
+
+if TYPE_CHECKING:
+    from catgan.train import TrainResult
+
+# metrics/steps.csv: what each training step records; history.csv: their epoch means, then the
+# quality check of catgan/monitor.py (blank in epochs it skips).
+COLUMNS = ("loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm")
+QUALITY = ("swd_avg", "swd_64", "swd_32", "swd_16", "fixed_real_score", "fixed_fake_score",
+           "diversity_ratio")
+HISTORY_COLUMNS = ("epoch", *COLUMNS, *QUALITY)
 
 
 def save_state_dict(module: torch.nn.Module, path: Path) -> None:
@@ -47,7 +57,7 @@ def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...]) -> None:
     write_text(path, buf.getvalue())
 
 
-def write_train_outputs(result: TrainResult, grid_dir: Path, *, models: Path, metrics: Path,
+def write_train_outputs(result: "TrainResult", grid_dir: Path, *, models: Path, metrics: Path,
                         samples: Path, variant: str, seed: int) -> None:
     save_state_dict(result.generator, models / "generator.pt")
     save_state_dict(result.discriminator, models / "discriminator.pt")

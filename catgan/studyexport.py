@@ -12,9 +12,8 @@ import tempfile
 from pathlib import Path
 
 from catgan.fileio import atomic_dir, write_bytes
-from catgan.outputs import write_csv
+from catgan.outputs import COLUMNS, HISTORY_COLUMNS, write_csv
 from catgan.studydir import write_run_meta, write_study
-from catgan.train import COLUMNS, HISTORY_COLUMNS
 
 _GRID = re.compile(r"samples[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][^+%]+\.png")
 

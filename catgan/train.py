@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,14 +28,14 @@ from catgan.errors import UserError
 from catgan.images import grid_image, save_png
 from catgan.losses import d_loss, g_loss, grad_norm
 from catgan.models import build, sample
-from catgan.monitor import QUALITY, Monitor
+from catgan.monitor import Monitor
+from catgan.outputs import COLUMNS, HISTORY_COLUMNS
 from catgan.progress import progress
+from catgan.seeding import seed_everything
 from catgan.tracking import NullTracker, run_tags
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm")
-HISTORY_COLUMNS = ("epoch", *COLUMNS, *QUALITY)  # quality only every eval.every epochs
 FIXED_SAMPLES = 64
 _HERE = Path(__file__).parent
 _CODE = ("train.py", "models.py", "losses.py", "checkpoint.py", "distributed.py")
@@ -82,14 +81,6 @@ def checkpoint_dir(root: Path, params: Params, data_hash: str) -> Path:
     name = f"{params.model.variant}-seed{params.train.seed}-{training_hash(params, data_hash)[:12]}"
     return root / "checkpoints" / name
 
-
-
-def seed_everything(seed: int, threads: int) -> None:
-    # Results are bit-identical across CPU runs only with the thread count pinned.
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 @dataclass

@@ -10,8 +10,8 @@ from catgan.evaluate import evaluate, flat_numbers
 from catgan.fileio import write_json
 from catgan.models import build
 from catgan.outputs import load_state_dict
+from catgan.seeding import seed_everything
 from catgan.tracking import open_run
-from catgan.train import seed_everything
 
 
 @cli_entry

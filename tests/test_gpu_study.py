@@ -1,0 +1,250 @@
+"""benchmarks/gpu_study.py on the CPU with tiny settings: the whole study into one archive, resumed,
+in child processes, cut by its budget; the archive unpacked safely and turned into the study page."""
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+
+from catgan.config import parse_params
+from catgan.data.archive import safe_extract_zip
+from catgan.data.preprocess import preprocess
+from catgan.errors import UserError
+from catgan.studydir import load_study
+from imagefactory import noise, png_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks/ is not installed: plain `pytest` would not find it
+from benchmarks import gpu_study, reference_loop  # noqa: E402
+
+# One torch thread: two would spin against each other, and against anything else on 2 cores.
+TINY = ["--epochs", "1", "--frames", "2", "-S", "train.batch_size=4", "-S", "train.steps_per_epoch=2",
+        "-S", "train.log_every=1", "-S", "train.threads=1", "-S", "eval.num_samples=8",
+        "-S", "eval.monitor_samples=8", "-S", "eval.batch_size=8", "-S", "eval.kid_subset_size=4"]
+# Not on the GPU machine: the study must run without them (tqdm is optional everywhere).
+MISSING_THERE = ("yaml", "mlflow", "dvc", "torchvision", "kaggle", "tqdm", "imageio")
+RUNNER = """
+import runpy, sys
+for name in {missing!r}:
+    sys.modules[name] = None  # an import of any of them now fails
+sys.argv = ["gpu_study", *{args!r}]
+runpy.run_module("benchmarks.gpu_study", run_name="__main__", alter_sys=True)
+"""
+EXPECTED = {"study-baseline-seed0", "study-fused-seed0", "study-baseline-seed1", "study-fused-seed1",
+            "saturating-baseline-seed0", "course-baseline-seed0", "course-fused-seed0",
+            "course-baseline-seed1", "course-fused-seed1"}
+
+
+def write_zip(path: Path, count: int = 24) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(count):
+            zf.writestr(f"cats/{i}.png", png_bytes(noise(64, 64, i)))
+    return path
+
+
+def run_cli(*args: str, missing: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    script = RUNNER.format(missing=missing, args=[str(a) for a in args])
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One tiny study: 2 variants x 2 seeds, the saturating run and 4 course runs, in one process
+    where PyYAML, MLflow, DVC, torchvision and tqdm cannot be imported."""
+    tmp = tmp_path_factory.mktemp("gpu_study")
+    data = write_zip(tmp / "cats.zip")
+    out = tmp / "out"
+    proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", *TINY,
+                   missing=MISSING_THERE)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return data, out, proc.stdout
+
+
+@pytest.mark.slow
+def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
+    data, out, stdout = study
+    archive = out / "study.tar.gz"
+    assert archive.stat().st_size < 4 << 20
+    info, runs = load_study(gpu_study.unpack(archive, tmp_path))
+    assert {run.name for run in runs} == EXPECTED
+    assert "total wall time" in stdout and all(f"done  {name}" in stdout for name in EXPECTED)
+
+    safe_extract_zip(data, tmp_path / "raw")  # what the pipeline's fetch and preprocess do
+    d = parse_params({}).data
+    manifest = preprocess(tmp_path / "raw", tmp_path / "prepared", image_size=d.image_size,
+                          min_size=d.min_size, dedup=d.dedup, max_bad_fraction=d.max_bad_fraction,
+                          workers=1)
+    assert info["data"]["content_hash"] == manifest["content_hash"]
+    assert info["data"]["images"] == 24 and info["settings"]["train.batch_size"] == 4
+
+    for run in runs:
+        meta = run.meta
+        assert isinstance(meta["eval"]["swd"]["swd_avg"], float), run.name
+        assert (meta["steps"], meta["batch_size"], meta["images_seen"]) == (2, 4, 8), run.name
+        assert meta["wall_s"] > 0 and meta["device"].startswith("cpu")
+        assert [row["step"] for row in run.steps] == [1, 2], run.name
+        assert all(row["g_grad_norm"] > 0 for row in run.steps), run.name
+        animated = meta["kind"] == "study" and meta["seed"] == 0
+        assert [g.name for g in run.grids] == (["epoch_000.png"] if animated else []) + ["epoch_001.png"]
+        if meta["kind"] == "course":
+            assert run.history[0]["swd_avg"] is None and meta["epochs"] == 1
+        else:
+            assert run.history[0]["swd_avg"] > 0, run.name
+    assert {r.meta["g_loss"] for r in runs if r.meta["kind"] == "saturating"} == {"saturating"}
+
+
+@pytest.mark.slow
+def test_the_page_is_built_from_the_archive(study, tmp_path):
+    _, out, _ = study
+    html = tmp_path / "study.html"
+    assert gpu_study.main(["--page", str(out / "study.tar.gz"), "--html", str(html)]) == 0
+    text = html.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "Parity with the course loop" in text
+
+
+@pytest.mark.slow
+def test_a_second_call_skips_the_finished_runs_and_redoes_a_lost_one(study):
+    data, out, _ = study
+    shutil.rmtree(out / "study" / "runs" / "course-fused-seed1")  # as if killed before it ended
+    before = {p: p.stat().st_mtime_ns for p in (out / "study" / "runs").glob("*/run.json")}
+    proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    skipped = {line.split()[1].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("skip")}
+    assert skipped == EXPECTED - {"course-fused-seed1"} and "for 1 runs" in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert (out / "study" / "runs" / "course-fused-seed1" / "run.json").is_file()
+
+
+def test_runs_in_child_processes_with_parallel(tmp_path):
+    data = write_zip(tmp_path / "cats.zip")
+    proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
+                     "--no-saturating", "--parallel", "2", *TINY)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _, runs = load_study(tmp_path / "out" / "study")
+    assert {run.name for run in runs} == {"study-fused-seed0", "course-fused-seed0"}
+
+
+def test_the_study_imports_without_what_the_gpu_machine_lacks():
+    modules = ["benchmarks.gpu_study", "benchmarks.reference_loop", "catgan.train", "catgan.evaluate",
+               "catgan.metrics.swd", "catgan.metrics.diversity", "catgan.metrics.inception"]
+    script = (f"import sys\nfor name in {MISSING_THERE!r}:\n    sys.modules[name] = None\n"
+              + "".join(f"import {m}\n" for m in modules))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_spent_budget_starts_no_run_and_other_params_are_not_resumed(tmp_path):
+    data = write_zip(tmp_path / "cats.zip", count=8)
+    proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--budget-s", "1e-9",
+                     *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "budget spent: 5 runs not started" in proc.stdout
+    with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
+        assert "study/study.json" in tar.getnames()
+
+    # The same --out with other params would mix two studies: refused, nothing changed.
+    proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--budget-s", "1e-9",
+                   *TINY, "-S", "train.lr=0.001")
+    assert proc.returncode == 2
+    assert "a study with other params" in proc.stderr and "pass another --out" in proc.stderr
+
+
+def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
+    data = write_zip(tmp_path / "cats.zip", count=8)
+    # One batch of 16 from 8 images: catgan's loop takes a short batch, the course's drops it.
+    proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
+                   "--no-saturating", *TINY, "-S", "train.batch_size=16")
+    assert proc.returncode == 1
+    assert "FAILED course-fused-seed0: fewer images than one batch of 16" in proc.stdout
+    assert "FAILED: course-fused-seed0" in proc.stderr
+    with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
+        names = tar.getnames()
+    assert "study/runs/study-fused-seed0/run.json" in names
+    assert not any(name.startswith("study/runs/course") for name in names)
+
+
+def _tar(path: Path, members: list[tarfile.TarInfo]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for member in members:
+            body = b"{}" if member.isfile() else None
+            if body is not None:
+                member.size = len(body)
+            tar.addfile(member, io.BytesIO(body) if body is not None else None)
+    return path
+
+
+def test_unpack_refuses_a_member_outside_the_study(tmp_path):
+    archive = _tar(tmp_path / "evil.tar.gz", [tarfile.TarInfo("study/study.json"),
+                                              tarfile.TarInfo("../evil")])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(UserError, match=r"'\.\./evil' lies outside the archive's study/ folder"):
+        gpu_study.unpack(archive, dest)
+    assert not (tmp_path / "evil").exists() and list(dest.iterdir()) == []
+
+
+def test_unpack_refuses_a_link_out_of_the_study(tmp_path):
+    link = tarfile.TarInfo("study/runs/link")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    archive = _tar(tmp_path / "link.tar.gz", [tarfile.TarInfo("study/study.json"), link])
+    with pytest.raises(UserError, match="cannot be unpacked"):
+        gpu_study.unpack(archive, tmp_path / "dest")
+
+
+def test_a_prepared_array_has_the_manifests_content_hash(tmp_path):
+    for i in range(6):
+        noise(80, 64, i).save(tmp_path / f"{i}.png")
+    noise(80, 64, 0).save(tmp_path / "copy.png")  # dropped by dedup, as in the pipeline
+    manifest = preprocess(tmp_path, tmp_path / "prepared", image_size=64, min_size=32, dedup=True,
+                          max_bad_fraction=0.0, workers=1)
+    params = parse_params({"data": {"workers": 1}})
+    npy, data = gpu_study.prepare_data(tmp_path / "prepared" / "images.npy", tmp_path / "a", params)
+    assert (data["content_hash"], data["images"]) == (manifest["content_hash"], 6)
+    assert npy == tmp_path / "prepared" / "images.npy"  # read where it is, not copied
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for png in tmp_path.glob("*.png"):
+        png.rename(folder / png.name)
+    _, data = gpu_study.prepare_data(folder, tmp_path / "b", params)
+    assert data["content_hash"] == manifest["content_hash"]
+    with pytest.raises(UserError, match="--data .*notes.txt"):
+        gpu_study.prepare_data(tmp_path / "notes.txt", tmp_path / "c", params)
+
+
+def test_overrides_are_typed_and_keys_the_study_sets_are_refused():
+    raw = gpu_study.parse_overrides(["train.batch_size=4", "train.lr=1e-3", "model.init=dcgan",
+                                     "train.channels_last=false"])
+    assert raw == {"train": {"batch_size": 4, "lr": 1e-3, "channels_last": False},
+                   "model": {"init": "dcgan"}}
+    with pytest.raises(UserError, match="use --seeds"):
+        gpu_study.parse_overrides(["train.seed=3"])
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        gpu_study.parse_overrides(["train.batch_size"])
+
+
+def test_grid_epochs_keep_the_last_and_spread_the_rest():
+    assert gpu_study.grid_epochs(60, 16) == list(range(0, 61, 4))
+    assert gpu_study.grid_epochs(61, 1) == [61]
+    assert gpu_study.grid_epochs(1, 16) == [0, 1]
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # the course's 3 workers
+def test_the_course_array_loader_normalises_like_imagefolder():
+    image = noise(64, 64, 3)
+    expected = T.Compose([T.ToTensor(), T.Normalize(*reference_loop.STATS)])(image)
+    pixels = np.asarray(image).transpose(2, 0, 1)[None]
+    got, label = reference_loop.ArrayImages(pixels)[0]
+    assert label == 0 and torch.equal(got, expected)
+    loader = reference_loop.array_loader(np.repeat(pixels, 10, axis=0), 4, torch.device("cpu"))
+    assert (len(loader), loader.drop_last) == (2, True)
