@@ -1,12 +1,11 @@
 """The whole study on one GPU: baseline vs fused over seeds, the saturating G loss, and the course's
 own loop for parity, written as a study folder (catgan/studydir.py) and packed into one archive
-that ``catgan study-page`` (or ``--page`` here) turns into the study page.
+that ``catgan study-page`` turns into the study page.
 
     python -m benchmarks.gpu_study --data PATH --out DIR [--epochs 60] [--seeds 0 1 2]
         [--variants baseline fused] [--parallel K] [--precision bf16|fp32] [--[no-]compile]
         [--[no-]course] [--[no-]saturating] [--frames 16] [--budget-s S] [-S key=value ...]
         [--name gpu]
-    python -m benchmarks.gpu_study --page DIR/study.tar.gz --html study.html
 
 Needs only Python with torch, numpy and Pillow: the runs go through catgan.train (the pipeline's
 exact loop, no tracker), catgan.evaluate and the course's loop fed from catgan's prepared array,
@@ -23,7 +22,7 @@ zip (50 MB). The prepared images.npy of the full set (9,303 x 3 x 64 x 64 = 114 
                  set -o pipefail; benchmarks/gpu_study.sh --data .gpu-data/cats-kaggle.zip
                    --out /tmp/gpu-study 2>&1 | tee "$OUT/gpu_study.log";
                  cp /tmp/gpu-study/study.tar.gz "$OUT"/
-    here:        catgan study-page (or --page above) on the study.tar.gz that came back
+    here:        catgan study-page study.tar.gz   (the archive that came back)
 
 Each run writes DIR/study/runs/<kind>-<variant>-seed<N>/ whole or not at all, and a run whose
 run.json is there is skipped, so an interrupted study resumes. Grids are kept as 256-colour PNGs
@@ -130,17 +129,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a params.yaml key, dotted as in `dvc exp run -S` (repeatable)")
     p.add_argument("--name", default="gpu")
-    p.add_argument("--page", type=Path, metavar="ARCHIVE", help="build the study page from ARCHIVE")
-    p.add_argument("--html", type=Path, help="with --page: where the page goes")
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # one run, for --parallel > 1
     args = p.parse_args(argv)
     if args.worker:
         return args
-    if args.page:
-        if not args.html:
-            p.error("--page needs --html OUT.html")
-    elif not (args.data and args.out):
-        p.error("--data and --out are required (or --page ARCHIVE --html OUT.html)")
+    if not (args.data and args.out):
+        p.error("--data and --out are required")
     for flag, value, low in (("--epochs", args.epochs, 1), ("--parallel", args.parallel, 0),
                              ("--frames", args.frames, 1), ("--seeds", min(args.seeds), 0)):
         if value < low:
@@ -461,36 +455,6 @@ def pack(study: Path, archive: Path) -> int:
     return size
 
 
-def unpack(archive: Path, dest: Path) -> Path:
-    """Extract a study archive into ``dest/study`` (replacing it); returns that folder.
-
-    Every member must lie inside ``study/``, and tarfile's ``data`` filter also refuses links
-    that leave it, device files and the like.
-    """
-    archive, dest = Path(archive), Path(dest)
-    target = dest / "study"
-    try:
-        with tarfile.open(archive, "r:*") as tar, atomic_dir(target) as tmp:
-            for member in tar.getmembers():
-                parts = PurePosixPath(member.name).parts
-                if member.name.startswith("/") or ".." in parts or parts[:1] != ("study",):
-                    raise UserError(f"{archive}: member {member.name!r} lies outside the archive's "
-                                    "study/ folder; refusing to unpack it. Use an archive written "
-                                    "by benchmarks/gpu_study.py")
-            tar.extractall(tmp, filter="data")
-            if not (tmp / "study" / "study.json").is_file():
-                raise UserError(f"{archive}: holds no study/study.json; not a study archive")
-            for entry in (tmp / "study").iterdir():
-                entry.rename(tmp / entry.name)
-            (tmp / "study").rmdir()
-    except FileNotFoundError:
-        raise UserError(f"{archive}: not found; pass the study.tar.gz that gpu_study wrote") from None
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise UserError(f"{archive}: cannot be unpacked ({err}); copy it again, or use an archive "
-                        "written by benchmarks/gpu_study.py") from None
-    return target
-
-
 # ------------------------------------------------------------------------------------------ main
 
 def check_resumable(study: Path, info: dict) -> None:
@@ -566,13 +530,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         run_job(Job(**json.loads(args.worker.read_text(encoding="utf-8"))))
-        return 0
-    if args.page:
-        from catgan.studypage import build_page
-
-        with tempfile.TemporaryDirectory(prefix="catgan-study-page-") as tmp:
-            page = build_page(unpack(args.page, Path(tmp)), args.html)
-        print(f"study page: {page}")
         return 0
     return run_study(args)
 

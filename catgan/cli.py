@@ -66,12 +66,34 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=study.main)
 
 
+def _add_study_page(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study-page", help="the study page of a study folder or a GPU study archive",
+                       description="Builds study.html (and figures/) from a study folder, or from "
+                                   "the study.tar.gz that benchmarks/gpu_study.py wrote.")
+    p.add_argument("source", type=Path, help="a study folder (holding study.json) or a .tar.gz")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where an archive is unpacked (default: studies/<archive name>)")
+    p.set_defaults(run=_study_page)
+
+
+def _study_page(args: argparse.Namespace) -> None:
+    from catgan import studydir, studypage
+
+    folder = args.source
+    if folder.is_file():
+        name = folder.name.removesuffix(".gz").removesuffix(".tar")
+        folder = studydir.unpack(folder, args.out or Path("studies") / name)
+    page = studypage.build_page(folder, folder / "study.html", figures_dir=folder / "figures")
+    print(f"study page: {page}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="catgan", description="catgan: DCGAN cat faces, "
                                      "baseline vs fused, reproducibly")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_compare(sub)
     _add_study(sub)
+    _add_study_page(sub)
     return parser
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import csv
 import json
+import tarfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from catgan.errors import UserError
-from catgan.fileio import write_json
+from catgan.fileio import atomic_dir, write_json
 
 KINDS = ("study", "saturating", "course")
 FORMAT = 1
@@ -81,3 +82,33 @@ def load_study(root: Path) -> tuple[dict, list[Run]]:
                         read_csv(run_dir / "steps.csv")))
     runs.sort(key=lambda r: (KINDS.index(r.meta["kind"]), r.meta["variant"], r.meta["seed"]))
     return info, runs
+
+
+def unpack(archive: Path, dest: Path) -> Path:
+    """Extract a study archive into ``dest/study`` (replacing it); returns that folder.
+
+    Every member must lie inside ``study/``, and tarfile's ``data`` filter also refuses links
+    that leave it, device files and the like.
+    """
+    archive, dest = Path(archive), Path(dest)
+    target = dest / "study"
+    try:
+        with tarfile.open(archive, "r:*") as tar, atomic_dir(target) as tmp:
+            for member in tar.getmembers():
+                parts = PurePosixPath(member.name).parts
+                if member.name.startswith("/") or ".." in parts or parts[:1] != ("study",):
+                    raise UserError(f"{archive}: member {member.name!r} lies outside the archive's "
+                                    "study/ folder; refusing to unpack it. Use an archive written "
+                                    "by benchmarks/gpu_study.py")
+            tar.extractall(tmp, filter="data")
+            if not (tmp / "study" / "study.json").is_file():
+                raise UserError(f"{archive}: holds no study/study.json; not a study archive")
+            for entry in (tmp / "study").iterdir():
+                entry.rename(tmp / entry.name)
+            (tmp / "study").rmdir()
+    except FileNotFoundError:
+        raise UserError(f"{archive}: not found; pass the study.tar.gz that gpu_study wrote") from None
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise UserError(f"{archive}: cannot be unpacked ({err}); copy it again, or use an archive "
+                        "written by benchmarks/gpu_study.py") from None
+    return target

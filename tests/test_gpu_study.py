@@ -19,6 +19,7 @@ from catgan.config import parse_params
 from catgan.data.archive import safe_extract_zip
 from catgan.data.preprocess import preprocess
 from catgan.errors import UserError
+from catgan import cli, studydir
 from catgan.studydir import load_study
 from imagefactory import noise, png_bytes
 
@@ -75,7 +76,7 @@ def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
     data, out, stdout = study
     archive = out / "study.tar.gz"
     assert archive.stat().st_size < 4 << 20
-    info, runs = load_study(gpu_study.unpack(archive, tmp_path))
+    info, runs = load_study(studydir.unpack(archive, tmp_path))
     assert {run.name for run in runs} == EXPECTED
     assert "total wall time" in stdout and all(f"done  {name}" in stdout for name in EXPECTED)
 
@@ -106,8 +107,8 @@ def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
 @pytest.mark.slow
 def test_the_page_is_built_from_the_archive(study, tmp_path):
     _, out, _ = study
-    html = tmp_path / "study.html"
-    assert gpu_study.main(["--page", str(out / "study.tar.gz"), "--html", str(html)]) == 0
+    html = tmp_path / "page" / "study" / "study.html"
+    assert cli.main(["study-page", str(out / "study.tar.gz"), "--out", str(tmp_path / "page")]) == 0
     text = html.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "Parity with the course loop" in text
 
@@ -190,7 +191,7 @@ def test_unpack_refuses_a_member_outside_the_study(tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(UserError, match=r"'\.\./evil' lies outside the archive's study/ folder"):
-        gpu_study.unpack(archive, dest)
+        studydir.unpack(archive, dest)
     assert not (tmp_path / "evil").exists() and list(dest.iterdir()) == []
 
 
@@ -199,7 +200,7 @@ def test_unpack_refuses_a_link_out_of_the_study(tmp_path):
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
     archive = _tar(tmp_path / "link.tar.gz", [tarfile.TarInfo("study/study.json"), link])
     with pytest.raises(UserError, match="cannot be unpacked"):
-        gpu_study.unpack(archive, tmp_path / "dest")
+        studydir.unpack(archive, tmp_path / "dest")
 
 
 def test_a_prepared_array_has_the_manifests_content_hash(tmp_path):
