@@ -56,8 +56,8 @@ def evaluate(params: Params, G: torch.nn.Module, D: torch.nn.Module, images: np.
                     device=device)
     metrics: dict = {
         "num_samples": len(real),
-        "swd": swd(real, fake, seed=e.seed),
-        "swd_real_floor": swd(real, real_other, seed=e.seed),
+        "swd": swd(real, fake, seed=e.seed, device=device),
+        "swd_real_floor": swd(real, real_other, seed=e.seed, device=device),
         "scores": {
             "real": mean_score(D, real, batch_size=e.batch_size, device=device),
             "fake": mean_score(D, fake, batch_size=e.batch_size, device=device),

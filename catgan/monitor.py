@@ -29,7 +29,7 @@ class Monitor:
     def measure(self, G: torch.nn.Module, D: torch.nn.Module) -> dict[str, float]:
         fake = generate(G, len(self.real), self.latent_dim, seed=self.seed,
                         batch_size=self.batch_size, device=self.device)
-        out = swd(self.real, fake, seed=self.seed)
+        out = swd(self.real, fake, seed=self.seed, device=self.device)
         out["fixed_real_score"] = mean_score(D, self.real, batch_size=self.batch_size,
                                              device=self.device)
         out["fixed_fake_score"] = mean_score(D, fake, batch_size=self.batch_size, device=self.device)
