@@ -1,4 +1,4 @@
-"""``python -m catgan.launch --nproc-per-node=N script.py``: torchrun for the train stage.
+"""``python -m catgan.launch --nproc-per-node=N --module stages.train``: torchrun for the train stage.
 
 It is torch.distributed.run (what the ``torchrun`` command calls), always ``--standalone``, with two
 changes: one process runs the script directly, without the elastic agent's seconds of start-up, and a
@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(["--standalone", *(sys.argv[1:] if argv is None else argv)])
     nproc = int(args.nproc_per_node) if str(args.nproc_per_node).isdigit() else 0
     if nproc == 1:
-        os.execv(sys.executable, [sys.executable, args.training_script, *args.training_script_args])
+        module = ["-m"] if args.module else []
+        os.execv(sys.executable, [sys.executable, *module, args.training_script,
+                                  *args.training_script_args])
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)

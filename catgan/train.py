@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from catgan import checkpoint
+from catgan.codedeps import ROOT, closure
 from catgan.config import Params, flatten
 from catgan.distributed import Dist, describe, select_device
 from catgan.errors import UserError
@@ -37,8 +39,12 @@ from catgan.tracking import NullTracker, run_tags
 log = logging.getLogger(__name__)
 
 FIXED_SAMPLES = 64
-_HERE = Path(__file__).parent
-_CODE = ("train.py", "models.py", "losses.py", "checkpoint.py", "distributed.py")
+# Imported by training but unable to move its trajectory: what it logs, writes and measures
+# (the quality check is tested bit-exact). Editing them re-runs the stage, which then resumes the
+# finished checkpoint at once; every other module the loop imports is hashed into its key.
+_NOT_SHAPING = {"catgan/" + name for name in (
+    "__init__.py", "codedeps.py", "config.py", "errors.py", "evaluate.py", "fileio.py",
+    "images.py", "monitor.py", "outputs.py", "progress.py", "tracking.py")}
 # The fixed latent has its own stream so that how batches are drawn never changes it.
 _FIXED_SEED_OFFSET = 0x5EED
 _NOISE_SEED_OFFSET = 0x2A7E
@@ -66,10 +72,18 @@ def training_hash(params: Params, data_hash: str) -> str:
     """
     shaping = {k: v for k, v in dataclasses.asdict(params.train).items()
                if k not in ("epochs", "device", "threads", "channels_last", "log_every")}
-    code = {name: hashlib.sha256((_HERE / name).read_bytes()).hexdigest() for name in _CODE}
+    code = {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest() for name in shaping_code()}
     blob = json.dumps({"model": dataclasses.asdict(params.model), "train": shaping,
                        "data": data_hash, "code": code}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@functools.cache
+def shaping_code() -> tuple[str, ...]:
+    """The project files, relative to the root, that the training loop's trajectory depends on."""
+    files = (p.relative_to(ROOT).as_posix() for p in closure(Path(__file__)))
+    return tuple(sorted(f for f in files
+                        if f not in _NOT_SHAPING and not f.startswith("catgan/metrics/")))
 
 
 def checkpoint_dir(root: Path, params: Params, data_hash: str) -> Path:

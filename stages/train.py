@@ -25,7 +25,7 @@ def main() -> None:
     if dist.world != params.train.nproc:
         raise UserError(f"train.nproc = {params.train.nproc} but {dist.world} process(es) started; "
                         f"run `python -m catgan.launch --nproc-per-node={params.train.nproc} "
-                        "stages/train.py` (dvc repro does) or set train.nproc to match")
+                        "--module stages.train` (dvc repro does) or set train.nproc to match")
     try:
         images = load_images(PREPARED / "images.npy")
         data_hash = json.loads((PREPARED / "manifest.json").read_text())["content_hash"]

@@ -99,4 +99,4 @@ def test_plain_python_with_nproc_2_says_how_to_launch(project, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: train.nproc = 2 but 1 process(es) started; run `python -m catgan.launch "
-        "--nproc-per-node=2 stages/train.py` (dvc repro does) or set train.nproc to match"]
+        "--nproc-per-node=2 --module stages.train` (dvc repro does) or set train.nproc to match"]

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY, clone_project, merge, sh
+from conftest import TINY, clone_project, env, merge, sh
 
 pytestmark = pytest.mark.slow
 
@@ -120,3 +121,42 @@ def test_demo_runs_both_variants_as_experiments_and_prints_the_comparison(projec
     assert sorted(reports) == ["baseline", "fused"]
     assert all(Path(path).is_file() for path in reports.values()), reports
     assert sh(project, "git", "status", "--porcelain") == before  # temp experiments only
+
+
+def stale_stages(project: Path) -> set[str]:
+    status = json.loads(sh(project, "dvc", "status", "--json"))
+    return {name.split(":")[-1] for name in status}
+
+
+def test_editing_sampling_code_makes_evaluate_stale_and_the_report_code_does_not_touch_train(
+        project, reproduced):
+    models, report = project / "catgan" / "models.py", project / "catgan" / "report.py"
+    saved = models.read_text(), report.read_text()
+    try:
+        models.write_text(saved[0].replace('"""G(z) with batch statistics, as in training; uses no '
+                                           'RNG and changes no state."""', '"""G(z)."""'))
+        assert models.read_text() != saved[0]
+        assert {"train", "evaluate", "plot"} <= stale_stages(project)
+        models.write_text(saved[0])
+        report.write_text(saved[1] + "\nREPORT_EDITED = True\n")
+        assert stale_stages(project) == {"plot"}
+    finally:
+        models.write_text(saved[0])
+        report.write_text(saved[1])
+    assert "up to date" in sh(project, "dvc", "status")
+
+
+def test_stages_import_the_experiment_workspaces_own_catgan(project, reproduced):
+    """`python -m stages.x` puts the workspace first on sys.path: a queued or temp experiment runs
+    its own copy of catgan/, not the one the editable install points at."""
+    errors = project / "catgan" / "errors.py"
+    saved = errors.read_text()
+    try:
+        errors.write_text(saved + "\nimport sys\nprint('catgan from', __file__, file=sys.stderr)\n")
+        proc = subprocess.run(["dvc", "repro", "--force", "fetch"], cwd=project, env=env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"catgan from {errors}" in proc.stdout + proc.stderr
+    finally:
+        errors.write_text(saved)
+        sh(project, "dvc", "repro", "fetch")

@@ -220,3 +220,10 @@ print(train(params, images, "x", root / "ckpt").history[0]["epoch"])
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_the_checkpoint_key_hashes_the_code_that_shapes_training_and_not_what_logs_it():
+    code = train_mod.shaping_code()
+    assert {"catgan/train.py", "catgan/models.py", "catgan/losses.py", "catgan/seeding.py"} <= set(code)
+    assert not {"catgan/tracking.py", "catgan/progress.py", "catgan/monitor.py"} & set(code)
+    assert not any(name.startswith(("catgan/metrics/", "stages/")) for name in code)

@@ -1,0 +1,1 @@
+"""One entry script per DVC stage, run as ``python -m stages.<name>`` (see dvc.yaml)."""
