@@ -83,8 +83,7 @@ def _study_page(args: argparse.Namespace) -> None:
     if folder.is_file():
         name = folder.name.removesuffix(".gz").removesuffix(".tar")
         folder = studydir.unpack(folder, args.out or Path("studies") / name)
-    page = studypage.build_page(folder, folder / "study.html", figures_dir=folder / "figures")
-    print(f"study page: {page}")
+    studypage.publish(folder)
 
 
 def build_parser() -> argparse.ArgumentParser:

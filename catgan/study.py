@@ -57,7 +57,8 @@ def plan(args: argparse.Namespace) -> list[Planned]:
             raise UserError(f"-S {item!r}: expected KEY=VALUE, for example -S train.epochs=3")
         if key in ("model.variant", "train.seed", "tracking.study"):
             raise UserError(f"-S {key}: the study sets it; use --variants, --seeds or --name")
-        common[key] = value
+        # Queued experiments run in .dvc/tmp/exps/...: a relative path would resolve there.
+        common[key] = str(Path(value).resolve()) if key == "data.path" and value else value
     known = flatten(load_params())
     for key in common:
         if key not in known:
@@ -169,7 +170,6 @@ def main(argv: list[str] | None = None) -> None:
 
     out = args.out or project_root() / "studies" / args.name
     studyexport.export(tracker, args.name, [done[r.name] for r in runs], out)
-    page = studypage.build_page(out, out / "study.html", figures_dir=out / "figures")
+    page = studypage.publish(out)
     tracker.client.log_artifact(parent, str(page))
     tracker.client.set_terminated(parent, "FINISHED")
-    print(f"study page: {page}")

@@ -39,10 +39,7 @@ def build_page(study_dir: Path, out_html: Path, figures_dir: Path | None = None)
     kinds = {kind: [r for r in runs if r.meta["kind"] == kind] for kind in KINDS}
     if not kinds["study"]:
         raise UserError(f"{study_dir / 'runs'}: no run of kind 'study'; run the study first")
-    records = [compare.Record(r.name, r.meta["variant"], r.meta["seed"],
-                              compare.flatten(r.meta.get("eval") or {}, "eval."))
-               for r in kinds["study"]]
-    summary = compare.summarize(records, confidence=CONFIDENCE, metrics=METRICS)
+    summary = study_summary(kinds["study"])
     groups = {v: [r for r in kinds["study"] if r.meta["variant"] == v] for v in summary.variants}
     with tempfile.TemporaryDirectory() as tmp:
         figs = Path(figures_dir) if figures_dir else Path(tmp)
@@ -68,6 +65,14 @@ def build_page(study_dir: Path, out_html: Path, figures_dir: Path | None = None)
                    f"<body><header><h1>{escape(title)}</h1><nav>{nav}</nav></header>\n"
                    f"<main>{_verdict(summary)}{body}</main></body></html>\n")
     return out_html
+
+
+def study_summary(runs: list[Run]) -> compare.Summary:
+    """catgan compare's statistics over the study runs' final eval metrics."""
+    records = [compare.Record(r.name, r.meta["variant"], r.meta["seed"],
+                              compare.flatten(r.meta.get("eval") or {}, "eval."))
+               for r in runs]
+    return compare.summarize(records, confidence=CONFIDENCE, metrics=METRICS)
 
 
 def g_loss_gradient(logits: torch.Tensor, kind: str) -> torch.Tensor:
@@ -406,3 +411,12 @@ def _videos(groups: dict[str, list[Run]], tmp: Path) -> str:
                        f"{len(run.grids) - 1} epochs (epoch 0 is untrained); {how}.")
             blocks.append(f"<figure>{media}<figcaption>{escape(caption)}</figcaption></figure>")
     return f'<div class="cols">{"".join(blocks)}</div>' if blocks else "<p>No grids saved.</p>"
+
+
+def publish(study_dir: Path) -> Path:
+    """``study_dir``'s page and figures beside it, the compare table printed, the page's path last."""
+    page = build_page(study_dir, study_dir / "study.html", figures_dir=study_dir / "figures")
+    runs = [r for r in load_study(study_dir)[1] if r.meta["kind"] == "study"]
+    print(compare.render_text(study_summary(runs)))
+    print(f"study page: {page}")
+    return page
