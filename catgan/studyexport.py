@@ -7,6 +7,7 @@ study folder (the course loop's parity runs) are left as they are.
 from __future__ import annotations
 
 import math
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -21,6 +22,8 @@ _GRID = re.compile(r"samples[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][^+
 def export(tracker, study: str, runs: list, out: Path) -> Path:
     """Write ``runs`` (MLflow Run objects of ``study``) under ``out``; returns ``out``."""
     client = tracker.client
+    # MLflow draws a progress bar per downloaded file: one per grid would drown the study's output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for run in runs:
         _export_run(client, run, out / "runs" / run.data.tags["dvc_exp_name"])
     first = runs[0].data
