@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from catgan.errors import UserError
@@ -19,9 +20,20 @@ def dvc_executable() -> str:
 
 
 def dvc(*args: str, capture: bool = False) -> str:
-    """Run ``dvc args``; a failure is one UserError line with DVC's last message."""
+    """Run ``dvc args``; a failure is one UserError line with DVC's last message.
+
+    Captured output goes through files, not pipes: ``dvc queue start`` leaves a worker behind
+    that would hold a pipe open, and waiting for the pipe would mean waiting for the whole queue.
+    """
     cmd = [dvc_executable(), *args]
-    proc = subprocess.run(cmd, text=True, capture_output=capture)
+    if capture:
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            code = subprocess.run(cmd, stdout=out, stderr=err).returncode
+            out.seek(0)
+            err.seek(0)
+            proc = subprocess.CompletedProcess(cmd, code, out.read(), err.read())
+    else:
+        proc = subprocess.run(cmd, text=True)
     if proc.returncode != 0:
         detail = (proc.stderr or "").strip().splitlines()[-1:] if capture else []
         raise UserError(f"`{' '.join(cmd[1:])}` failed (exit {proc.returncode})"
