@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{variant}: {path}")
     print(f"\ndemo finished in {time.time() - start:.0f} s")
     print("Browse every run in the MLflow UI: make ui   (http://127.0.0.1:5000)")
-    print("Three seeds per variant: see 'Comparing the variants over seeds' in README.md")
+    print("Three seeds per variant, one page: catgan study (README.md, 'A study: both variants over seeds')")
 
 
 if __name__ == "__main__":
