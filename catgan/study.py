@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from catgan.config import flatten, load_params, project_root
+from catgan.config import flatten, load_params, parse_params, project_root
 from catgan.dvccli import dvc
 from catgan.errors import UserError
 from catgan.tracking import ROLE_TAG, STUDY_TAG, MlflowTracker, make_tracker
@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def plan(args: argparse.Namespace) -> list[Planned]:
+    parse_params({"tracking": {"study": args.name}}, source="--name")  # it goes into MLflow filters
     common: dict[str, str] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         raise UserError(f"the MLflow store holds no finished run for {', '.join(missing)}; run "
                         "the same command without --page-only to train them")
-    from catgan import studyexport, studypage  # after training: they are written to meanwhile
+    from catgan import studyexport, studypage  # torch and matplotlib: only needed at the end
 
     out = args.out or project_root() / "studies" / args.name
     studyexport.export(tracker, args.name, [done[r.name] for r in runs], out)

@@ -100,7 +100,8 @@ def test_per_epoch_quality_reaches_mlflow_with_the_epoch_as_step(project, interr
 
 def test_study_refuses_an_override_of_what_it_sets_and_unknown_keys(project):
     for bad, message in ((["-S", "model.variant=fused"], "use --variants"),
-                         (["-S", "train.nope=1"], "no such key")):
+                         (["-S", "train.nope=1"], "no such key"),
+                         (["--name", "x' or 1=1"], "--name: tracking.study")):
         proc = subprocess.run([*STUDY, *bad], cwd=project, env=env(), capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
