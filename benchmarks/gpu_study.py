@@ -37,7 +37,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -66,7 +65,7 @@ from catgan.images import grid_image, save_png
 from catgan.losses import grad_norm
 from catgan.models import VARIANTS, sample
 from catgan.outputs import write_csv
-from catgan.train import COLUMNS, HISTORY_COLUMNS, train
+from catgan.train import COLUMNS, HISTORY_COLUMNS, steps_per_epoch, train
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE_LIMIT = 16 << 20  # the most one file may have to come back from the device machine
@@ -227,15 +226,10 @@ def content_hash(images: np.ndarray) -> str:
 
 # ------------------------------------------------------------------------------------------ runs
 
-def steps_per_epoch(params: Params, images: int) -> int:
-    """catgan.train's steps per epoch in one process: the last batch may be short."""
-    steps = math.ceil(images / params.train.batch_size)
-    return min(steps, params.train.steps_per_epoch) if params.train.steps_per_epoch else steps
-
-
 def plan(args: argparse.Namespace, raw: dict, images: Path, data: dict, study: Path) -> list[Job]:
     """Study runs, seeds interleaved so a budget cut leaves pairs; the saturating run; the course's."""
-    steps = args.epochs * steps_per_epoch(parse_params(raw), data["images"])
+    t = parse_params(raw).train
+    steps = args.epochs * steps_per_epoch(data["images"], t.batch_size, t.steps_per_epoch)
     first_seed = min(args.seeds)
     runs = [("study", v, s) for s in args.seeds for v in args.variants] if args.study else []
     if args.saturating:
@@ -268,7 +262,7 @@ def pipeline_run(job: Job) -> None:
         result = train(params, images, job.data_hash, Path(ckpt), device=device)
         train_s = time.perf_counter() - started
         metrics, notes = evaluate(params, result.generator, result.discriminator, images, device)
-        epochs, per_epoch = len(result.history), steps_per_epoch(params, len(images))
+        epochs, per_epoch = len(result.history), steps_per_epoch(len(images), t.batch_size, t.steps_per_epoch)
         meta = {"g_loss": t.g_loss, "epochs": epochs, "steps": epochs * per_epoch,
                 "images_seen": epochs * min(per_epoch * t.batch_size, len(images)),
                 "precision": t.precision, "compile": t.compile, "params": flatten(params)}

@@ -15,6 +15,7 @@ from pathlib import Path
 from catgan.fileio import atomic_dir, write_bytes
 from catgan.outputs import COLUMNS, HISTORY_COLUMNS, write_csv
 from catgan.studydir import write_run_meta, write_study
+from catgan.train import steps_per_epoch
 
 _GRID = re.compile(r"samples[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][^+%]+\.png")
 
@@ -48,8 +49,8 @@ def _source(params: dict) -> str:
 def _export_run(client, run, run_dir: Path) -> None:
     run_id, params, tags = run.info.run_id, run.data.params, run.data.tags
     images, batch = int(tags.get("data_images", 0)), int(params["train.batch_size"])
-    cap = int(params.get("train.steps_per_epoch", 0))
-    per_epoch = min(math.ceil(images / batch), cap) if cap else math.ceil(images / batch)
+    per_epoch = steps_per_epoch(images, batch, int(params.get("train.steps_per_epoch", 0)),
+                                int(params.get("train.nproc", 1)))
     epochs = int(params["train.epochs"])
     history = _rows(client, run_id, HISTORY_COLUMNS[1:], "epoch")
     steps = _rows(client, run_id, COLUMNS, "step", prefix="step_")

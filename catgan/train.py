@@ -193,9 +193,14 @@ def _steps_per_epoch(t, dist: Dist, device: torch.device, n: int) -> int:
     if dist.world > 1 and n < t.batch_size:
         raise UserError(f"train.batch_size = {t.batch_size} is larger than the {n} training images; "
                         "lower it or use more data")
+    return steps_per_epoch(n, t.batch_size, t.steps_per_epoch, dist.world)
+
+
+def steps_per_epoch(n: int, batch_size: int, cap: int = 0, world: int = 1) -> int:
+    """Steps in one pass over ``n`` images, at most ``cap`` (0: no cap)."""
     # With several processes the last partial batch is dropped: it could not be split evenly.
-    steps = math.ceil(n / t.batch_size) if dist.world == 1 else n // t.batch_size
-    return min(steps, t.steps_per_epoch) if t.steps_per_epoch else steps
+    steps = math.ceil(n / batch_size) if world == 1 else n // batch_size
+    return min(steps, cap) if cap else steps
 
 
 def _networks(params: Params, device: torch.device, dist: Dist) -> _Nets:
