@@ -33,7 +33,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 def _tracking(args: argparse.Namespace) -> tuple[str, str]:
     from catgan.config import TrackingConfig, load_params
-    from catgan.tracking import tracking_uri
+    from catgan.mlflowstore import tracking_uri
 
     if args.tracking_uri and args.experiment:
         return args.tracking_uri, args.experiment
@@ -44,16 +44,16 @@ def _tracking(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from catgan import compare
+    from catgan.compare import from_dvc, from_mlflow, render, stats
 
     if args.source == "dvc":
-        records = compare.collect_dvc(args.repo)
+        records = from_dvc.collect(args.repo)
     else:
-        records = compare.collect_mlflow(*_tracking(args))
-    summary = compare.summarize(records, confidence=args.confidence, metrics=args.metrics,
-                                variants=args.variants)
-    print(compare.render_text(summary))
-    paths = compare.save(summary, args.out)
+        records = from_mlflow.collect(*_tracking(args))
+    summary = stats.summarize(records, confidence=args.confidence, metrics=args.metrics,
+                              variants=args.variants)
+    print(render.render_text(summary))
+    paths = render.save(summary, args.out)
     print("wrote " + ", ".join(str(p) for p in paths))
 
 

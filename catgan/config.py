@@ -194,17 +194,21 @@ def _check(key: str, value: Any, hint: type, meta, source: str):
     return value
 
 
-def flatten(params: Params) -> dict[str, Any]:
-    """Dotted keys, as in ``dvc exp run -S`` and MLflow params."""
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and dataclasses (``Params``) under dotted keys, as in ``dvc exp run -S`` and
+    MLflow params; lists are values, like ``train.betas``."""
+    if dataclasses.is_dataclass(tree):
+        tree = {f.name: getattr(tree, f.name) for f in dataclasses.fields(tree)}
     out: dict[str, Any] = {}
-
-    def walk(obj, prefix):
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
-            else:
-                out[prefix + f.name] = value
-
-    walk(params, "")
+    for key, value in tree.items():
+        if isinstance(value, dict) or dataclasses.is_dataclass(value):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
+
+
+def flat_numbers(tree: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested metrics tree under dotted keys; text and lists are left out."""
+    return {k: float(v) for k, v in flatten(tree, prefix).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}

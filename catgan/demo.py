@@ -7,17 +7,15 @@ cache restores every stage whose code, data and params did not change.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from catgan.compare import align
+from catgan.compare import from_dvc, render, stats
 from catgan.dvccli import dvc
 from catgan.errors import UserError, cli_entry
+from catgan.table import align
 
 VARIANTS = ("baseline", "fused")
 # Few images, a small batch and many steps: on 2 CPU cores this is what makes the samples look
@@ -33,8 +31,9 @@ SETTINGS = {
 }
 
 
-SHOWN = ("Experiment", "model.variant", "train.seed", "loss_d", "loss_g", "real_score",
-         "fake_score", "swd.swd_avg", "swd_real_floor.swd_avg", "diversity.diversity_ratio")
+SHOWN_PARAMS = ("model.variant", "train.seed")
+SHOWN_METRICS = ("train.loss_d", "train.loss_g", "train.real_score", "train.fake_score",
+                 "eval.swd.swd_avg", "eval.swd_real_floor.swd_avg", "eval.diversity.diversity_ratio")
 
 
 COMPARED = ["eval.swd.*", "eval.diversity.diversity_ratio", "eval.scores.*"]
@@ -42,15 +41,6 @@ COMPARED = ["eval.swd.*", "eval.diversity.diversity_ratio", "eval.scores.*"]
 
 def exp_name(variant: str) -> str:
     return f"demo-{variant}"
-
-
-def existing_experiments() -> set[str]:
-    rows = json.loads(dvc("exp", "show", "--json", "--no-fetch", capture=True) or "[]")
-    names = set()
-    for commit in rows:
-        for exp in commit.get("experiments") or []:
-            names.add(exp.get("name"))
-    return names
 
 
 def settings(argv: list[str] | None = None) -> dict[str, object]:
@@ -75,7 +65,8 @@ def settings(argv: list[str] | None = None) -> dict[str, object]:
 
 
 def run_experiments(chosen: dict[str, object]) -> None:
-    stale = [exp_name(v) for v in VARIANTS if exp_name(v) in existing_experiments()]
+    existing = {e.name for e in from_dvc.exp_show(Path.cwd())}
+    stale = [exp_name(v) for v in VARIANTS if exp_name(v) in existing]
     if stale:
         dvc("exp", "remove", *stale)
     overrides = [arg for key, value in chosen.items() for arg in ("-S", f"{key}={value}")]
@@ -85,29 +76,20 @@ def run_experiments(chosen: dict[str, object]) -> None:
             "-S", f"model.variant={variant}")
 
 
-def exp_table(names: list[str]) -> str:
-    """The demo experiments' rows of ``dvc exp show``, cut to the columns that tell the story."""
-    csv_text = dvc("exp", "show", "--csv", "-A", "--no-fetch", "--drop", ".*", "--keep",
-                   f"^({'|'.join(SHOWN)})$", capture=True)
-    rows = list(csv.reader(io.StringIO(csv_text)))
-    return align([rows[0]] + [[_short(c) for c in r] for r in rows[1:] if r and r[0] in names])
-
-
-def _short(cell: str) -> str:
-    try:
-        return f"{float(cell):.4g}"
-    except ValueError:
-        return cell
+def exp_table(exps: list[from_dvc.Experiment]) -> str:
+    """The demo experiments as ``dvc exp show`` lists them, cut to the columns that tell the story."""
+    head = ["Experiment", *SHOWN_PARAMS, *(m.split(".", 1)[1] for m in SHOWN_METRICS)]
+    rows = [[e.name, *(str(e.params.get(k, "")) for k in SHOWN_PARAMS),
+             *(f"{e.metrics[k]:.4g}" if k in e.metrics else "" for k in SHOWN_METRICS)] for e in exps]
+    return align([head, *rows])
 
 
 def report_paths() -> dict[str, Path]:
     """Each demo run's report, as logged to MLflow: a plain file under mlartifacts/."""
-    from mlflow.tracking import MlflowClient
-
     from catgan.config import TrackingConfig
-    from catgan.tracking import tracking_uri
+    from catgan.mlflowstore import open_client, tracking_uri
 
-    client = MlflowClient(tracking_uri(TrackingConfig()))
+    client = open_client(tracking_uri(TrackingConfig()), must_exist=True)
     exp = client.get_experiment_by_name(TrackingConfig().experiment)
     found = {}
     for variant in VARIANTS:
@@ -122,21 +104,19 @@ def report_paths() -> dict[str, Path]:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    from catgan import compare
-
     chosen = settings(argv)
     start = time.time()
     run_experiments(chosen)
     names = [exp_name(v) for v in VARIANTS]
+    exps = [e for e in from_dvc.exp_show(Path.cwd(), all_commits=True) if e.name in names]
     print("\n== dvc exp show (selected columns) ==", flush=True)
-    print(exp_table(names))
+    print(exp_table(exps))
     print("\n== dvc metrics diff " + " ".join(names) + " ==", flush=True)
     sys.stdout.write(dvc("metrics", "diff", *names, capture=True))
-    records = [r for r in compare.collect_dvc(Path.cwd(), all_commits=True) if r.name in names]
-    summary = compare.summarize(records, metrics=COMPARED)
+    summary = stats.summarize(from_dvc.records(exps, "demo experiments"), metrics=COMPARED)
     print("\n== catgan compare (one seed each: no interval yet) ==")
-    print(compare.render_text(summary))
-    compare.save(summary, Path("compare"))
+    print(render.render_text(summary))
+    render.save(summary, Path("compare"))
     print("\n== reports ==")
     for variant, path in report_paths().items():
         print(f"{variant}: {path}")

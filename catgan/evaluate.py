@@ -78,13 +78,3 @@ def evaluate(params: Params, G: torch.nn.Module, D: torch.nn.Module, images: np.
         log.warning(warning)
         notes["collapse"] = warning
     return metrics, notes
-
-
-def flat_numbers(metrics: dict, prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            out.update(flat_numbers(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = float(value)
-    return out

@@ -35,11 +35,6 @@ class Discriminator(nn.Sequential):
         return super().forward(x).view(-1)
 
 
-def latent_shape(n: int, latent_dim: int) -> tuple[int, int, int, int]:
-    """Shape of a batch of ``n`` latent vectors as the generator expects them."""
-    return (n, latent_dim, 1, 1)
-
-
 def _d_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [
         nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=False),

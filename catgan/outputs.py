@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from catgan.errors import UserError
 from catgan.fileio import atomic_dir, write_bytes, write_json, write_text
 
 if TYPE_CHECKING:
@@ -32,7 +34,6 @@ def save_state_dict(module: torch.nn.Module, path: Path) -> None:
 
 
 def load_state_dict(module: torch.nn.Module, path: Path) -> torch.nn.Module:
-    from catgan.errors import UserError
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -55,6 +56,22 @@ def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...]) -> None:
     for row in rows:
         writer.writerow({c: row.get(c) for c in columns})  # None (not measured) -> empty cell
     write_text(path, buf.getvalue())
+
+
+def read_json(path: Path, stage: str) -> dict:
+    """A JSON file that ``stage`` writes, or one clear error saying how to make it again."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run the {stage} stage first (dvc repro {stage})") from None
+    except ValueError as err:
+        raise UserError(f"{path}: not valid JSON ({err}); run the {stage} stage again "
+                        f"(dvc repro -f {stage})") from None
+
+
+def read_run(models: Path) -> dict:
+    """``models/run.json``: the MLflow run id, variant, seed and epochs of the trained models."""
+    return read_json(models / "run.json", "train")
 
 
 def write_train_outputs(result: "TrainResult", grid_dir: Path, *, models: Path, metrics: Path,

@@ -7,6 +7,7 @@ import re
 from html import escape
 from pathlib import Path
 
+from catgan.config import flatten
 from catgan.errors import UserError
 from catgan.fileio import write_text
 
@@ -95,19 +96,6 @@ def data_uri(path: Path) -> str:
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run the stage that makes it first") from None
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    """Nested dicts (and lists) to one level, keys joined with dots."""
-    flat: dict[str, object] = {}
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
-    for key, value in items:
-        name = f"{prefix}{key}"
-        if isinstance(value, (dict, list, tuple)):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def format_value(value: object) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 from catgan.config import flatten, load_params, parse_params, project_root
 from catgan.dvccli import dvc
 from catgan.errors import UserError
-from catgan.tracking import ROLE_TAG, STUDY_TAG, MlflowTracker, make_tracker
+from catgan.runmeta import ROLE_TAG, STUDY_TAG
+from catgan.tracking import MlflowTracker, make_tracker
 
 VARIANTS = ("baseline", "fused")
 _ACTIVE = ("Queued", "Running")

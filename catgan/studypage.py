@@ -16,7 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-from catgan import compare
+from catgan.compare import render, stats
+from catgan.compare.runs import Record
+from catgan.config import flat_numbers
 from catgan.errors import UserError
 from catgan.fileio import atomic_path, write_text
 from catgan.losses import g_loss
@@ -67,12 +69,12 @@ def build_page(study_dir: Path, out_html: Path, figures_dir: Path | None = None)
     return out_html
 
 
-def study_summary(runs: list[Run]) -> compare.Summary:
+def study_summary(runs: list[Run]) -> stats.Summary:
     """catgan compare's statistics over the study runs' final eval metrics."""
-    records = [compare.Record(r.name, r.meta["variant"], r.meta["seed"],
-                              compare.flatten(r.meta.get("eval") or {}, "eval."))
+    records = [Record(r.name, r.meta["variant"], r.meta["seed"],
+                      flat_numbers(r.meta.get("eval") or {}, "eval."))
                for r in runs]
-    return compare.summarize(records, confidence=CONFIDENCE, metrics=METRICS)
+    return stats.summarize(records, confidence=CONFIDENCE, metrics=METRICS)
 
 
 def g_loss_gradient(logits: torch.Tensor, kind: str) -> torch.Tensor:
@@ -104,7 +106,7 @@ def _table(head: list[str], rows: list[list[str]], text_cols: int = 1) -> str:
             f"<tbody>{tr}</tbody></table></div>")
 
 
-def _verdict(summary: compare.Summary) -> str:
+def _verdict(summary: stats.Summary) -> str:
     a, b = summary.variants
     rows = {row.metric: row for row in summary.rows}
     row = rows.get(KEY_METRIC)
@@ -150,7 +152,7 @@ def _budget(info: dict, runs: list[Run]) -> str:
             f"Study device: {escape(str(info.get('device', '?')))}.</p>")
 
 
-def _compare_table(summary: compare.Summary) -> str:
+def _compare_table(summary: stats.Summary) -> str:
     a, b = summary.variants
     pct = f"{summary.confidence:.0%}"
     head = ["metric"] + [f"{v} {col}" for v in (a, b) for col in ("mean", "sd", f"{pct} interval")]
@@ -198,14 +200,14 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
 
 
-def _over_seeds(runs: list[Run], key: str) -> list[tuple[float, compare.Stat]]:
+def _over_seeds(runs: list[Run], key: str) -> list[tuple[float, stats.Stat]]:
     """Per epoch where any seed measured ``key``: mean and t interval over those seeds."""
     found: dict[float, list[tuple[int, float]]] = {}
     for run in runs:
         for row in run.history:
             if row.get(key) is not None:
                 found.setdefault(row["epoch"], []).append((run.meta["seed"], row[key]))
-    return [(e, compare.describe(*zip(*pts), CONFIDENCE)) for e, pts in sorted(found.items())]
+    return [(e, stats.describe(*zip(*pts), CONFIDENCE)) for e, pts in sorted(found.items())]
 
 
 def _swd_figure(groups: dict[str, list[Run]], path: Path) -> str:
@@ -215,10 +217,10 @@ def _swd_figure(groups: dict[str, list[Run]], path: Path) -> str:
             own = _over_seeds([run], "swd_avg")
             ax.plot([e for e, _ in own], [s.mean for _, s in own], color=color, alpha=0.25,
                     linewidth=0.8)
-        stats = _over_seeds(runs, "swd_avg")
-        ax.plot([e for e, _ in stats], [s.mean for _, s in stats], color=color, marker="o",
+        per_epoch = _over_seeds(runs, "swd_avg")
+        ax.plot([e for e, _ in per_epoch], [s.mean for _, s in per_epoch], color=color, marker="o",
                 markersize=3, linewidth=2, label=f"{variant}: mean of {len(runs)} seeds")
-        band = [(e, s.ci) for e, s in stats if s.ci]
+        band = [(e, s.ci) for e, s in per_epoch if s.ci]
         if band:
             ax.fill_between([e for e, _ in band], [c[0] for _, c in band], [c[1] for _, c in band],
                             color=color, alpha=0.2, label=f"{variant}: {CONFIDENCE:.0%} t interval")
@@ -235,8 +237,8 @@ def _curves_figure(groups: dict[str, list[Run]], path: Path) -> str:
     for ax, (ylabel, series) in zip(axes, panels):
         for color, (variant, runs) in zip(COLORS, groups.items()):
             for (key, label), style in zip(series, ("-", "--")):
-                stats = _over_seeds(runs, key)
-                ax.plot([e for e, _ in stats], [s.mean for _, s in stats], color=color,
+                per_epoch = _over_seeds(runs, key)
+                ax.plot([e for e, _ in per_epoch], [s.mean for _, s in per_epoch], color=color,
                         linestyle=style, label=f"{variant} {label}")
         ax.set(xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -291,9 +293,9 @@ def _eval_swd(run: Run) -> float | None:
     return ((run.meta.get("eval") or {}).get("swd") or {}).get("swd_avg")
 
 
-def _swd_stat(runs: list[Run]) -> compare.Stat | None:
+def _swd_stat(runs: list[Run]) -> stats.Stat | None:
     pts = [(r.meta["seed"], _eval_swd(r)) for r in runs if _eval_swd(r) is not None]
-    return compare.describe(*zip(*pts), CONFIDENCE) if pts else None
+    return stats.describe(*zip(*pts), CONFIDENCE) if pts else None
 
 
 def _parity_words(interval: tuple[float, float] | None) -> str:
@@ -325,7 +327,7 @@ def _parity(groups: dict[str, list[Run]], course: list[Run], figs: Path) -> str:
                 ax.errorbar([at + 0.06], [s.mean], yerr=err, fmt="D", capsize=4, color=COLORS[k])
         cells = ["–" if s is None else f"{s.mean:.1f} {_span('swd', s.ci)} (seeds "
                  f"{', '.join(f'{i}: {v:.1f}' for i, v in zip(s.seeds, s.values))})" for s in sides]
-        diff, interval, _ = compare.welch(*sides, CONFIDENCE) if all(sides) else (None, None, None)
+        diff, interval, _ = stats.welch(*sides, CONFIDENCE) if all(sides) else (None, None, None)
         rows.append([variant, *cells, "–" if diff is None else
                      f"{diff:+.1f} {_span('swd', interval)}",
                      _parity_words(interval) if all(sides) else "a side has no run"])
@@ -417,6 +419,6 @@ def publish(study_dir: Path) -> Path:
     """``study_dir``'s page and figures beside it, the compare table printed, the page's path last."""
     page = build_page(study_dir, study_dir / "study.html", figures_dir=study_dir / "figures")
     runs = [r for r in load_study(study_dir)[1] if r.meta["kind"] == "study"]
-    print(compare.render_text(study_summary(runs)))
+    print(render.render_text(study_summary(runs)))
     print(f"study page: {page}")
     return page

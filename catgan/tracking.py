@@ -1,36 +1,22 @@
-"""MLflow tracking through its client API (no global run state), imported lazily.
-
-The store defaults to SQLite ``mlflow.db`` at the project root with artifacts beside it, as absolute
-URIs resolved from ``DVC_ROOT``, so temp and queued DVC experiments land in the workspace's store.
-"""
+"""MLflow tracking of one run through the client API (no global run state), imported lazily."""
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import random
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; a new store opened by two processes at once may fail there
-    fcntl = None
-
 from catgan.config import TrackingConfig, project_root
 from catgan.errors import UserError
+from catgan.mlflowstore import first_line, open_client, root_cause, tracking_uri
+from catgan.runmeta import ROLE_TAG, STUDY_TAG
 
 log = logging.getLogger(__name__)
 
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
-STUDY_TAG, ROLE_TAG = "catgan.study", "catgan.role"  # a study's parent run has role "study"
-
-
-def tracking_uri(cfg: TrackingConfig, root: Path | None = None) -> str:
-    root = root or project_root()
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri or f"sqlite:///{root / 'mlflow.db'}"
+_IMAGE_PREVIEW = re.compile(r"(?P<key>.+)[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][^+%]+"
+                            r"[+%]compressed\.webp")
 
 
 class NullTracker:
@@ -67,9 +53,6 @@ class MlflowTracker(NullTracker):
     """
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path):
-        from mlflow.tracking import MlflowClient
-
-        _quiet_mlflow_store_errors()
         self.uri = uri
         self.run_id = None
         self.failure: str | None = None
@@ -77,15 +60,13 @@ class MlflowTracker(NullTracker):
         self._fresh = False  # a run this tracker created holds nothing yet: no need to look
         self._logged: dict[str, set[tuple[int, float]]] = {}
         self._images: set[tuple[str, int]] | None = None
+        self.client = open_client(uri)
         try:
-            with _first_use_lock(uri):
-                self.client = Retrying(MlflowClient(tracking_uri=uri))
-                self.experiment_id = self._experiment(experiment, artifact_root)
+            self.experiment_id = self._experiment(experiment, artifact_root)
         except Exception as err:
-            raise UserError(
-                f"MLflow tracking store {uri} is unreachable ({type(err).__name__}: "
-                f"{_first_line(err)}); fix tracking.uri or "
-                "MLFLOW_TRACKING_URI, or set tracking.enabled: false") from None
+            raise UserError(f"MLflow tracking store {uri} has no usable experiment '{experiment}' "
+                            f"({type(err).__name__}: {first_line(err)}); fix tracking.experiment "
+                            "or tracking.uri") from None
 
     def _experiment(self, name: str, artifact_root: Path) -> str:
         exp = self.client.get_experiment_by_name(name)
@@ -213,105 +194,10 @@ class MlflowTracker(NullTracker):
         try:
             return func(*args, **kwargs)
         except Exception as err:  # whatever the store raises, training must go on
-            self.failure = f"{what} ({_root_cause(err)})"
+            self.failure = f"{what} ({root_cause(err)})"
             log.error("MLflow tracking store %s failed in %s; tracking is off for the rest of "
                       "this stage, which carries on and writes its outputs", self.uri, self.failure)
             return None
-
-
-class Retrying:
-    """``target`` with every method call retried, with backoff, while SQLite says "database is locked".
-
-    Each MLflow call is retried on its own: retrying a group of them could repeat one that succeeded,
-    such as creating the run. SQLite refuses at once, without waiting out its busy timeout, a writer
-    that would deadlock with another process's (two queued experiments logging at the same time).
-    """
-
-    def __init__(self, target: Any):
-        self._target = target
-
-    def __getattr__(self, name: str):
-        method = getattr(self._target, name)
-        if not callable(method):
-            return method
-
-        def call(*args, **kwargs):
-            for delay in (*_LOCK_BACKOFF, None):
-                try:
-                    return method(*args, **kwargs)
-                except Exception as err:
-                    if delay is None or not _locked(err):
-                        raise
-                    time.sleep(delay * (1 + _jitter.random()))
-
-        return call
-
-
-_LOCK_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)  # seconds, about 30 s in all with jitter
-# Its own generator: retries must not move the global RNGs that checkpoints save and restore.
-_jitter = random.Random()
-_IMAGE_PREVIEW = re.compile(r"(?P<key>.+)[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][^+%]+"
-                            r"[+%]compressed\.webp")
-
-
-@contextlib.contextmanager
-def _first_use_lock(uri: str):
-    """Hold an exclusive lock beside a SQLite store while opening it.
-
-    MLflow creates and migrates a SQLite store's tables the first time a client opens it; two
-    processes doing so at once (experiments queued with ``dvc queue start -j 2``) both fail.
-    """
-    if fcntl is None or not uri.startswith("sqlite:///"):
-        yield
-        return
-    db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + "-lock"), "a") as fh:  # -lock: beside SQLite's own -journal
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _locked(err: BaseException | None) -> bool:
-    """Whether SQLite said "database is locked" anywhere in the exception's chain."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if "database is locked" in str(err) or "database table is locked" in str(err):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def _root_cause(err: BaseException) -> str:
-    """The innermost error, as "Type: first line": MLflow wraps SQLAlchemy, which wraps sqlite3."""
-    seen = set()
-    while id(err) not in seen:
-        seen.add(id(err))
-        inner = getattr(err, "orig", None) or err.__cause__ or err.__context__
-        if not isinstance(inner, BaseException):
-            break
-        err = inner
-    return f"{type(err).__name__}: {_first_line(err)}"
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else ""
-
-
-class _DropStoreErrors(logging.Filter):
-    """MLflow logs a traceback for every SQLite error; the tracker reports them in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("SQLAlchemy database error")
-
-
-def _quiet_mlflow_store_errors() -> None:
-    logger = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _DropStoreErrors) for f in logger.filters):
-        logger.addFilter(_DropStoreErrors())
 
 
 def make_tracker(cfg: TrackingConfig) -> NullTracker:
@@ -328,24 +214,3 @@ def open_run(cfg: TrackingConfig, run_id: str | None) -> NullTracker:
         tracker.run_id = run_id
         return tracker
     return NullTracker()
-
-
-def git_commit(root: Path | None = None) -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or project_root(),
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
-def run_tags(params, data_hash: str) -> dict:
-    exp_name = os.environ.get("DVC_EXP_NAME", "")
-    tags = {"variant": params.model.variant, "seed": params.train.seed, "git_commit": git_commit(),
-            "dvc_exp_name": exp_name, "data_hash": data_hash,
-            "mlflow.runName": exp_name or f"{params.model.variant}-seed{params.train.seed}"}
-    if params.tracking.study:
-        tags[STUDY_TAG] = params.tracking.study
-    return tags

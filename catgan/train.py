@@ -34,7 +34,8 @@ from catgan.monitor import Monitor
 from catgan.outputs import COLUMNS, HISTORY_COLUMNS
 from catgan.progress import progress
 from catgan.seeding import seed_everything
-from catgan.tracking import NullTracker, run_tags
+from catgan.runmeta import run_tags
+from catgan.tracking import NullTracker
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ FIXED_SAMPLES = 64
 # finished checkpoint at once; every other module the loop imports is hashed into its key.
 _NOT_SHAPING = {"catgan/" + name for name in (
     "__init__.py", "codedeps.py", "config.py", "errors.py", "evaluate.py", "fileio.py",
-    "images.py", "monitor.py", "outputs.py", "progress.py", "tracking.py")}
+    "images.py", "mlflowstore.py", "monitor.py", "outputs.py", "progress.py", "runmeta.py",
+    "tracking.py")}
 # The fixed latent has its own stream so that how batches are drawn never changes it.
 _FIXED_SEED_OFFSET = 0x5EED
 _NOISE_SEED_OFFSET = 0x2A7E

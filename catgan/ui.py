@@ -21,7 +21,7 @@ from typing import IO
 
 from catgan.config import load_params, project_root
 from catgan.errors import UserError, cli_entry
-from catgan.tracking import tracking_uri
+from catgan.mlflowstore import tracking_uri
 
 _STOP_TIMEOUT = 10.0
 _TAIL = 20  # lines of the server's output quoted when it fails

@@ -1,15 +1,14 @@
 """DVC stage evaluate: SWD, FID/KID when Inception weights exist, D scores, collapse check."""
-import json
 from pathlib import Path
 
-from catgan.config import load_params
+from catgan.config import flat_numbers, load_params
 from catgan.data.preprocess import load_images
 from catgan.distributed import select_device
 from catgan.errors import cli_entry
-from catgan.evaluate import evaluate, flat_numbers
+from catgan.evaluate import evaluate
 from catgan.fileio import write_json
 from catgan.models import build
-from catgan.outputs import load_state_dict
+from catgan.outputs import load_state_dict, read_run
 from catgan.seeding import seed_everything
 from catgan.tracking import open_run
 
@@ -25,7 +24,7 @@ def main() -> None:
     images = load_images(Path("data/prepared/images.npy"))
     metrics, notes = evaluate(params, G, D, images, device)
     write_json(Path("metrics/eval.json"), metrics)
-    run = json.loads(Path("models/run.json").read_text())
+    run = read_run(Path("models"))
     tracker = open_run(params.tracking, run["mlflow_run_id"])
     tracker.log_metrics(flat_numbers(metrics, "eval."), step=run["epochs"])
     tracker.set_tags({f"eval.{k}": v for k, v in notes.items()})

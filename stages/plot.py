@@ -1,5 +1,4 @@
 """DVC stage plot: the course's figures, the samples video and report/index.html for one run."""
-import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,8 @@ from catgan.errors import cli_entry
 from catgan.images import grid_image, save_png
 from catgan.models import build, layer_table
 from catgan.plots import plot_losses, plot_scores, read_rows, write_video
-from catgan.report import build_report
+from catgan.outputs import read_json, read_run
+from catgan.report import IMAGE_KEYS, build_report
 from catgan.tracking import open_run
 
 OUT = Path("report")
@@ -40,12 +40,13 @@ def main() -> None:
     G, D = build(params.model.variant, params.model.latent_dim, "default")
     tables = {"Generator": layer_table(G, (params.model.latent_dim, 1, 1)),
               "Discriminator": layer_table(D, tuple(images.shape[1:]))}
-    metrics = {name: json.loads(Path(f"metrics/{name}.json").read_text()) for name in ("train", "eval")}
-    figures = {key: OUT / f"{key}.png" for key in ("dataset", "losses", "scores", "epoch0", "final")}
+    metrics = {name: read_json(Path(f"metrics/{name}.json"), stage)
+               for name, stage in (("train", "train"), ("eval", "evaluate"))}
+    figures = {key: OUT / f"{key}.png" for key in IMAGE_KEYS}
     build_report(OUT / "index.html", title=f"catgan: {title}", images=figures,
                  video=OUT / "samples.mp4", layer_tables=tables, metrics=metrics)
 
-    run = json.loads(Path("models/run.json").read_text())
+    run = read_run(Path("models"))
     tracker = open_run(params.tracking, run["mlflow_run_id"])
     for path in sorted(OUT.iterdir()):
         tracker.log_artifact(path, "report")

@@ -16,8 +16,12 @@ import yaml
 from scipy import stats
 
 from catgan.cli import main
-from catgan.compare import (Record, collect_dvc, collect_mlflow, direction, records_from_exp_show,
-                            render_text, save, summarize)
+from catgan.compare.from_dvc import collect as collect_dvc
+from catgan.compare.from_dvc import records_from_exp_show
+from catgan.compare.from_mlflow import collect as collect_mlflow
+from catgan.compare.render import render_text, save
+from catgan.compare.runs import Record
+from catgan.compare.stats import direction, summarize
 from catgan.errors import UserError
 
 SAMPLE = Path(__file__).parent / "data" / "dvc_exp_show.json"

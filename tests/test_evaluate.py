@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from catgan.evaluate import evaluate, flat_numbers, mean_score, real_sets
+from catgan.config import flat_numbers
+from catgan.evaluate import evaluate, mean_score, real_sets
 from catgan.models import build
 from catgan.train import train
 

@@ -5,7 +5,8 @@ import pytest
 
 from catgan.config import TrackingConfig
 from catgan.errors import UserError
-from catgan.tracking import MlflowTracker, tracking_uri
+from catgan.mlflowstore import tracking_uri
+from catgan.tracking import MlflowTracker
 from catgan.train import COLUMNS, train
 
 
