@@ -18,13 +18,12 @@ import numpy as np
 import torch
 
 from benchmarks import common
-from catgan.config import Params, parse_params
+from catgan.config import VARIANTS, Params, parse_params
 from catgan.data.preprocess import load_images, preprocess
 from catgan.errors import cli_entry
 from catgan.tracking import NullTracker
 from catgan.train import train
 
-VARIANTS = ("baseline", "fused")
 FULL_SET = 9303  # distinct images in the full Kaggle set: what one real epoch trains on
 # Same seed, weights and batches: only rounding differs, so early steps must agree closely.
 FIRST_STEP_RTOL = 0.05

@@ -54,7 +54,7 @@ from PIL import Image
 
 from benchmarks import reference_loop
 from catgan import studydir
-from catgan.config import Params, flatten, parse_params
+from catgan.config import VARIANTS, Params, flatten, parse_params
 from catgan.data.archive import safe_extract_zip
 from catgan.data.preprocess import load_images, preprocess
 from catgan.distributed import describe, select_device
@@ -63,7 +63,7 @@ from catgan.evaluate import evaluate
 from catgan.fileio import atomic_dir, atomic_path
 from catgan.images import grid_image, save_png
 from catgan.losses import grad_norm
-from catgan.models import VARIANTS, sample
+from catgan.models import sample
 from catgan.outputs import write_csv
 from catgan.train import COLUMNS, HISTORY_COLUMNS, steps_per_epoch, train
 

@@ -23,6 +23,13 @@ _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 80, 80
 
 
+# The allowed names live here rather than beside their code (models.VARIANTS, losses.g_loss):
+# importing those would load torch into every stage and make fetch depend on the model code.
+VARIANTS = ("baseline", "fused")
+INIT_SCHEMES = ("default", "dcgan")
+G_LOSSES = ("non_saturating", "saturating")
+
+
 def _knob(default, *, choices=None, low=None, high=None, length=None, pattern=None):
     meta = {"choices": choices, "low": low, "high": high, "length": length, "pattern": pattern}
     if isinstance(default, list):
@@ -46,9 +53,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    variant: str = "baseline"
+    variant: str = _knob("baseline", choices=VARIANTS)
     latent_dim: int = _knob(128, low=1, high=4096)
-    init: str = _knob("default", choices=("default", "dcgan"))
+    init: str = _knob("default", choices=INIT_SCHEMES)
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class TrainConfig:
     lr: float = _knob(0.0002, low=1e-8, high=1.0)
     betas: list = _knob([0.5, 0.999], low=0.0, high=0.999999, length=2)
     seed: int = _knob(0, low=0)
-    g_loss: str = _knob("non_saturating", choices=("non_saturating", "saturating"))
+    g_loss: str = _knob("non_saturating", choices=G_LOSSES)
     device: str = _knob("auto", choices=("auto", "cpu", "cuda"))
     threads: int = _knob(0, low=0, high=1024)
     channels_last: bool = True

@@ -13,11 +13,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from catgan.compare import from_dvc, render, stats
+from catgan.config import VARIANTS
 from catgan.dvccli import dvc
 from catgan.errors import UserError, cli_entry
 from catgan.table import align
 
-VARIANTS = ("baseline", "fused")
 # Few images, a small batch and many steps: on 2 CPU cores this is what makes the samples look
 # like the synthetic cats within minutes.
 SETTINGS = {

@@ -10,9 +10,6 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from catgan.errors import UserError
-
-G_LOSSES = ("non_saturating", "saturating")
 
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -33,9 +30,7 @@ def g_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "saturating":
         # BCE(l -> 0) = -log(1 - sigmoid(l)), so its negation is log(1 - D(G(z))).
         return -F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    raise UserError(
-        f"train.g_loss: unknown generator loss {kind!r}; use one of {', '.join(G_LOSSES)}"
-    )
+    raise ValueError(f"unknown generator loss {kind!r}; params.yaml is checked by catgan.config")
 
 
 def grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:

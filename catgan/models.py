@@ -8,24 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from catgan.errors import UserError
 
 Builder = Callable[[int], tuple[nn.Module, nn.Module]]
-
-VARIANTS: dict[str, Builder] = {}
-INIT_SCHEMES = ("default", "dcgan")
-
-
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Add a ``latent_dim -> (generator, discriminator)`` builder to VARIANTS under ``name``."""
-
-    def decorate(builder: Builder) -> Builder:
-        if name in VARIANTS:
-            raise ValueError(f"model variant {name!r} is registered twice")
-        VARIANTS[name] = builder
-        return builder
-
-    return decorate
 
 
 class Discriminator(nn.Sequential):
@@ -65,7 +49,6 @@ def _g_trunk(latent_dim: int) -> list[nn.Module]:
     ]
 
 
-@register("baseline")
 def baseline(latent_dim: int) -> tuple[nn.Module, nn.Module]:
     """The course DCGAN: four stride-2 stages each way, then a 4x4 head."""
     generator = nn.Sequential(
@@ -83,7 +66,6 @@ def baseline(latent_dim: int) -> tuple[nn.Module, nn.Module]:
     return generator, discriminator
 
 
-@register("fused")
 def fused(latent_dim: int) -> tuple[nn.Module, nn.Module]:
     """Baseline with each network's last two convs merged into one 8x8 conv."""
     generator = nn.Sequential(
@@ -99,18 +81,15 @@ def fused(latent_dim: int) -> tuple[nn.Module, nn.Module]:
     return generator, discriminator
 
 
-def _check_init(scheme: str) -> None:
-    if scheme not in INIT_SCHEMES:
-        raise UserError(
-            f"model.init: unknown weight init {scheme!r}; use one of {', '.join(INIT_SCHEMES)}"
-        )
+VARIANTS: dict[str, Builder] = {"baseline": baseline, "fused": fused}  # names: config.VARIANTS
 
 
 def init_weights(model: nn.Module, scheme: str) -> None:
     """Initialise ``model`` in place: ``default`` keeps PyTorch's init, ``dcgan`` is the paper's."""
-    _check_init(scheme)
     if scheme == "default":
         return
+    if scheme != "dcgan":
+        raise ValueError(f"unknown init scheme {scheme!r}; params.yaml is checked by catgan.config")
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(module.weight, 0.0, 0.02)
@@ -123,13 +102,6 @@ def init_weights(model: nn.Module, scheme: str) -> None:
 
 def build(variant: str, latent_dim: int, init: str) -> tuple[nn.Module, nn.Module]:
     """Build and initialise (generator, discriminator) for ``variant``."""
-    if variant not in VARIANTS:
-        raise UserError(
-            f"model.variant: unknown variant {variant!r}; use one of {', '.join(sorted(VARIANTS))}"
-        )
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-        raise UserError(f"model.latent_dim: must be a positive integer, got {latent_dim!r}")
-    _check_init(init)
     generator, discriminator = VARIANTS[variant](latent_dim)
     init_weights(generator, init)
     init_weights(discriminator, init)

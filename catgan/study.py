@@ -14,13 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from catgan.config import flatten, load_params, parse_params, project_root
+from catgan.config import VARIANTS, flatten, load_params, parse_params, project_root
 from catgan.dvccli import dvc
 from catgan.errors import UserError
 from catgan.runmeta import ROLE_TAG, STUDY_TAG
 from catgan.tracking import MlflowTracker, make_tracker
 
-VARIANTS = ("baseline", "fused")
 _ACTIVE = ("Queued", "Running")
 
 

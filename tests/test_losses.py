@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from catgan.errors import UserError
-from catgan.losses import G_LOSSES, d_loss, g_loss, grad_norm
+from catgan.config import G_LOSSES, parse_params
+from catgan.losses import d_loss, g_loss, grad_norm
 
 MODERATE = torch.tensor([-3.0, -1.2, -0.1, 0.0, 0.4, 1.7, 3.0])
 
@@ -56,10 +57,12 @@ def test_every_listed_g_loss_is_accepted():
         assert torch.isfinite(g_loss(MODERATE, kind))
 
 
-def test_unknown_g_loss_names_the_key():
-    with pytest.raises(UserError, match="train.g_loss") as err:
+def test_unknown_g_loss_is_refused_on_load_naming_the_key_and_the_choices():
+    with pytest.raises(UserError, match="train.g_loss = 'wasserstein'") as err:
+        parse_params({"train": {"g_loss": "wasserstein"}})
+    assert "non_saturating, saturating" in str(err.value)
+    with pytest.raises(ValueError, match="wasserstein"):
         g_loss(MODERATE, "wasserstein")
-    assert "'wasserstein'" in str(err.value) and "non_saturating" in str(err.value)
 
 
 def test_grad_norm_is_total_l2_norm_without_touching_grads():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from catgan import models
+from catgan import config
 from catgan.errors import UserError
 from catgan.models import (
     VARIANTS,
@@ -66,8 +66,8 @@ def networks(variant: str, init: str = "default") -> dict[str, nn.Module]:
     return {"G": generator, "D": discriminator}
 
 
-def test_both_variants_are_registered():
-    assert set(VARIANTS) == {"baseline", "fused"}
+def test_every_variant_params_allow_has_a_builder_and_no_other():
+    assert sorted(VARIANTS) == sorted(config.VARIANTS) == ["baseline", "fused"]
 
 
 @pytest.mark.parametrize("variant,net", sorted(EXPECTED))
@@ -176,38 +176,20 @@ def test_default_init_is_pytorchs_and_builds_are_reproducible(variant):
     assert not torch.equal(first[0][0].weight, built[0][0].weight)
 
 
-def test_unknown_variant_names_the_key_and_the_choices():
-    with pytest.raises(UserError, match="model.variant") as err:
-        build("resnet", LATENT, "default")
-    assert "'resnet'" in str(err.value)
-    assert "baseline" in str(err.value) and "fused" in str(err.value)
+@pytest.mark.parametrize("key,bad,allowed", [
+    ("model.variant", "resnet", "baseline, fused"), ("model.init", "xavier", "default, dcgan"),
+    ("model.latent_dim", 0, ">= 1"), ("model.latent_dim", 2.5, "an integer"),
+    ("model.latent_dim", True, "an integer"), ("model.latent_dim", "100", "an integer")])
+def test_bad_model_params_are_refused_on_load_naming_key_and_choices(key, bad, allowed):
+    group, name = key.split(".")
+    with pytest.raises(UserError) as err:
+        config.parse_params({group: {name: bad}})
+    assert f"{key} = {bad!r}" in str(err.value) and allowed in str(err.value)
 
 
-def test_unknown_init_names_the_key():
-    with pytest.raises(UserError, match="model.init") as err:
-        build("baseline", LATENT, "xavier")
-    assert "'xavier'" in str(err.value) and "dcgan" in str(err.value)
-    with pytest.raises(UserError, match="model.init"):
+def test_init_weights_refuses_a_scheme_config_does_not_know():
+    with pytest.raises(ValueError, match="xavier"):
         init_weights(nn.Conv2d(1, 1, 1), "xavier")
-
-
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "100"])
-def test_bad_latent_dim_names_the_key(bad):
-    with pytest.raises(UserError, match="model.latent_dim"):
-        build("baseline", bad, "default")
-
-
-def test_register_adds_a_variant_in_one_function(monkeypatch):
-    monkeypatch.setattr(models, "VARIANTS", dict(VARIANTS))
-
-    @models.register("tiny")
-    def tiny(latent_dim: int) -> tuple[nn.Module, nn.Module]:
-        return nn.Linear(latent_dim, 2), nn.Linear(2, 1)
-
-    generator, discriminator = models.build("tiny", 7, "default")
-    assert generator.in_features == 7 and discriminator.out_features == 1
-    with pytest.raises(ValueError, match="tiny"):
-        models.register("tiny")(tiny)
 
 
 def test_sample_uses_batch_statistics_and_leaves_running_stats_alone():

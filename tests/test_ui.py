@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from catgan.config import VARIANTS
 from catgan.errors import UserError
 from catgan.tracking import MlflowTracker
 from catgan.train import TrainResult, train
@@ -27,7 +28,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 30_000  # the UI's first load parses a large bundle: seconds on 2 busy cores
-VARIANTS = ("baseline", "fused")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

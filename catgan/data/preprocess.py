@@ -190,15 +190,6 @@ def _decode_all(staging: Path, paths: list[str], min_size: int, workers: int):
         yield from pool.imap(_decode_into_row, items, chunksize=chunk)
 
 
-def _check_params(image_size: int, min_size: int, max_bad_fraction: float, workers: int) -> None:
-    for key, value, ok in (("data.image_size", image_size, image_size >= 1),
-                           ("data.min_size", min_size, min_size >= 0),
-                           ("data.max_bad_fraction", max_bad_fraction, 0 <= max_bad_fraction <= 1),
-                           ("data.workers", workers, workers >= 0)):
-        if not ok:
-            raise UserError(f"{key}: {value!r} is out of range")
-
-
 def _bad_fraction_error(raw_dir: Path, skipped: dict, found: int, limit: float) -> UserError:
     bad = sum(len(v) for v in skipped.values())
     reasons = sorted(skipped.items(), key=lambda kv: (-len(kv[1]), kv[0]))
@@ -239,7 +230,6 @@ def preprocess(raw_dir: Path, out_dir: Path, *, image_size: int, min_size: int, 
     no output, when ``raw_dir`` holds no usable image or when more than ``max_bad_fraction`` of
     its image files had to be skipped.
     """
-    _check_params(image_size, min_size, max_bad_fraction, workers)
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise UserError(f"{raw_dir}: raw image folder not found; run the fetch stage first "
