@@ -209,6 +209,7 @@ def test_collect_dvc_finds_experiments_of_a_real_repo(tmp_path, monkeypatch, cap
     assert [(r["variant"], r["seed"]) for r in written] == [("baseline", 0), ("fused", 1)]
 
 
+@pytest.mark.slow
 def test_collect_dvc_outside_a_dvc_project_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=re.escape(f"{tmp_path}: dvc exp show failed")):
         collect_dvc(tmp_path)

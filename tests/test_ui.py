@@ -55,6 +55,7 @@ def server_processes(port: int) -> dict[int, int]:
     return found
 
 
+@pytest.mark.slow
 def test_ui_shows_each_variant_its_metrics_and_samples(tiny_params, tiny_images, tmp_path):
     browser = chromium()
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -164,6 +165,7 @@ def check_pages(url: str, browser: Path, experiment_id: str, fused: TrainResult)
             chrome.close()
 
 
+@pytest.mark.slow
 def test_a_taken_port_fails_before_starting_anything(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -175,6 +177,7 @@ def test_a_taken_port_fails_before_starting_anything(tmp_path):
     assert server_processes(port) == {}
 
 
+@pytest.mark.slow
 def test_a_server_that_dies_while_starting_reports_its_output(tmp_path):
     with pytest.raises(UserError, match=r"exited with code \d+ while starting:(.|\n)*bogus://nowhere"):
         with serve("bogus://nowhere", tmp_path):

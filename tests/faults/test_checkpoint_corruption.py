@@ -115,6 +115,7 @@ def test_no_checkpoint_is_no_checkpoint_silently(tmp_path, caplog):
     assert caplog.text == ""
 
 
+@pytest.mark.slow  # three training runs: out of the quick loop
 def test_train_stage_resumes_from_prev_after_a_bit_flip_and_ends_bit_for_bit(tmp_path):
     """Epoch 3 of 4 is damaged on disk: the re-run goes on from epoch 2 and matches an unbroken run."""
     data = make_project(tmp_path / "data", {})

@@ -62,6 +62,7 @@ def leaks(root: Path, planted: list[Path], outputs: list[subprocess.CompletedPro
     return found
 
 
+@pytest.mark.slow  # all five stages: out of the quick loop
 def test_pipeline_with_tracking_records_no_secret(secret_home):
     root, env, planted = secret_home
     project = root / "project"

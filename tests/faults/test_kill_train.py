@@ -59,6 +59,7 @@ def ready(log: Path) -> bool:
     return READY.search(log.read_bytes()) is not None
 
 
+@pytest.mark.slow  # two kill chains of a few minutes of CPU: out of the quick loop
 def test_kill_9_at_ten_random_moments_then_rerun_ends_exactly_with_one_clean_mlflow_run(lab):
     root, data, store = lab
     whole = make_project(root / "whole", SETTINGS, data=data, store=store)
@@ -75,7 +76,7 @@ def test_kill_9_at_ten_random_moments_then_rerun_ends_exactly_with_one_clean_mlf
     with ThreadPoolExecutor(CHAINS) as pool:
         notes = list(pool.map(lambda plan: kill_and_rerun(*plan), plans))
     print(f"start-up {started - began:.1f} s, then {span:.1f} s; kills (delay s, exit, checkpoint epoch "
-          f"after, checkpoint temp left, resumed): {notes}")
+          f"after, resumed): {notes}")
 
     for (cut, _), chain in zip(plans, notes, strict=True):
         assert any(resumed for *_, resumed in chain), f"no run resumed in {cut}: {chain}"
@@ -105,10 +106,10 @@ def kill_and_rerun(project: Path, delays: list[float]) -> list[tuple]:
             json.loads(path.read_text())
         last = newest_checkpoint(project)
         epoch = torch.load(last, weights_only=True)["epoch"] if last else 0
-        notes.append((round(delay, 2), code, epoch, bool(list(project.glob("checkpoints/*/.last.pt.*"))),
-                      "resuming from" in log.read_text()))
+        # A kill mid-write may leave a checkpoint temp file: allowed, as the rerun must remove it.
+        notes.append((round(delay, 2), code, epoch, "resuming from" in log.read_text()))
     final = ok(run(project, "train"))
-    notes.append(("final", 0, EPOCHS, False, "resuming from" in final.stderr))
+    notes.append(("final", 0, EPOCHS, "resuming from" in final.stderr))
     return notes
 
 
