@@ -41,6 +41,7 @@ def _knob(default, *, choices=None, low=None, high=None, length=None, pattern=No
 class DataConfig:
     source: str = _knob("kaggle", choices=("kaggle", "folder", "synthetic"))
     kaggle_dataset: str = "spandan2/cats-faces-64x64-for-generative-models"
+    kaggle_timeout_s: float = _knob(60.0, low=0.1, high=3600.0)
     path: str = ""
     synthetic_count: int = _knob(2000, low=1, high=1_000_000)
     seed: int = _knob(0, low=0)

@@ -10,7 +10,7 @@ from catgan.errors import cli_entry
 def main() -> None:
     d = load_params().data
     fetch(d.source, Path("data/raw"), kaggle_dataset=d.kaggle_dataset, path=d.path,
-          synthetic_count=d.synthetic_count, seed=d.seed)
+          synthetic_count=d.synthetic_count, seed=d.seed, kaggle_timeout_s=d.kaggle_timeout_s)
 
 
 if __name__ == "__main__":

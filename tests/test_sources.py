@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from catgan.data import sources
+from catgan.data.kaggle_source import fetch_kaggle, kaggle_secrets
 from catgan.data.preprocess import preprocess
-from catgan.data.sources import fetch, fetch_folder, fetch_kaggle, kaggle_secrets
+from catgan.data.sources import MANIFEST, copy_folder, fetch
 from catgan.errors import UserError
 from imagefactory import (MESSY_DUPLICATES, MESSY_FOUND, MESSY_SKIPPED, MESSY_USED, tree_files,
                           write_messy_tree, zip_tree)
@@ -35,7 +33,9 @@ def test_folder_and_zip_ingestion(tmp_path, layout):
     (raw / "stale.jpg").write_bytes(b"from an older fetch")
     fetch("folder", raw, **fetch_args(path=str(source)))
     expected = {prefix + name: data for name, data in tree_files(tree).items()}
-    assert tree_files(raw) == expected
+    record = json.loads(tree_files(raw).pop(MANIFEST))
+    assert {k: v for k, v in tree_files(raw).items() if k != MANIFEST} == expected
+    assert record == {"source": "folder", "files": len(expected), "renamed": {}}
     assert sorted(os.listdir(tmp_path / "data")) == ["raw"]
 
     manifest = preprocess(raw, tmp_path / "data" / "prepared", image_size=16, min_size=16,
@@ -54,7 +54,8 @@ def test_fetch_folder_follows_links_without_looping(tmp_path):
     os.symlink(src, src / "a" / "loop")
     os.symlink(src / "a", src / "b")
     os.symlink(src / "nowhere.jpg", src / "broken.jpg")
-    assert fetch_folder(src, tmp_path / "raw") == 2
+    (tmp_path / "raw").mkdir()
+    assert copy_folder(src, tmp_path / "raw") == (2, {})
     assert tree_files(tmp_path / "raw") == {"a/1.jpg": b"one", "b/1.jpg": b"one"}
 
 
@@ -137,45 +138,16 @@ def test_kaggle_credential_sources(tmp_path, clean_home, monkeypatch, where):
     assert kaggle_secrets() == ([] if where == "username_only" else [FAKE_KEY])
 
 
-def kaggle_zip(dest_dir: Path) -> Path:
-    """What Kaggle's download writes: <slug>.zip holding cats/<n>.jpg."""
-    path = dest_dir / "cats-faces-64x64-for-generative-models.zip"
-    with zipfile.ZipFile(path, "w") as zf:
-        for n in range(1, 4):
-            zf.writestr(f"cats/{n}.jpg", f"jpeg {n}".encode())
-    return path
-
-
-@pytest.fixture
-def fake_kaggle_env(clean_home, monkeypatch):
-    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
-    monkeypatch.setenv("KAGGLE_KEY", FAKE_KEY)
-
-
-def test_kaggle_download_lands_complete(tmp_path, fake_kaggle_env, monkeypatch, capsys, caplog):
-    calls = []
-
-    def download(api, dataset, dest_dir):
-        calls.append((type(api).__name__, dataset, dest_dir.parent))
-        kaggle_zip(dest_dir)
-
-    monkeypatch.setattr(sources, "_download", download)
-    raw = tmp_path / "data" / "raw"
-    raw.mkdir(parents=True)
-    (raw / "old.jpg").write_bytes(b"old")
-    with caplog.at_level(logging.DEBUG):
-        fetch("kaggle", raw, **fetch_args())
-    assert calls == [("KaggleApi", "spandan2/cats-faces-64x64-for-generative-models", raw.parent)]
-    assert tree_files(raw) == {f"cats/{n}.jpg": f"jpeg {n}".encode() for n in range(1, 4)}
-    assert sorted(os.listdir(raw.parent)) == ["raw"]
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert FAKE_KEY not in out + err + caplog.text
+@pytest.mark.parametrize("name", ["just-a-name", "owner/name/latest", "a//b"])
+def test_kaggle_dataset_name_checked(tmp_path, clean_home, name):
+    with pytest.raises(UserError, match="data.kaggle_dataset"):
+        fetch_kaggle(name, tmp_path / "raw")
 
 
 def test_kaggle_refusal_is_a_user_error(tmp_path, clean_home, monkeypatch, capsys):
     from kaggle.api.kaggle_api_extended import KaggleApi
 
+    capsys.readouterr()  # what importing kaggle printed: it signs in on import
     # Kaggle looks elsewhere than the kaggle.json we found, so it prints its help and calls exit(1).
     monkeypatch.setattr(KaggleApi, "config", str(tmp_path / "elsewhere" / "kaggle.json"))
     (clean_home / ".kaggle").mkdir()
@@ -185,27 +157,3 @@ def test_kaggle_refusal_is_a_user_error(tmp_path, clean_home, monkeypatch, capsy
         fetch_kaggle("spandan2/cats-faces-64x64-for-generative-models", tmp_path / "raw")
     assert capsys.readouterr().out == ""
     assert not (tmp_path / "raw").exists()
-
-
-@pytest.mark.parametrize("failure", ["network", "bad_zip"])
-def test_kaggle_failure_leaves_nothing(tmp_path, fake_kaggle_env, monkeypatch, capsys, failure):
-    def download(api, dataset, dest_dir):
-        if failure == "bad_zip":
-            (dest_dir / "cats.zip").write_bytes(b"PK\x03\x04 cut short")
-            return
-        (dest_dir / "cats.zip").write_bytes(kaggle_zip(dest_dir).read_bytes()[:100])
-        raise ConnectionError(f"connection reset while sending key={FAKE_KEY}")
-
-    monkeypatch.setattr(sources, "_download", download)
-    raw = tmp_path / "data" / "raw"
-    with pytest.raises(UserError) as err:
-        fetch_kaggle("spandan2/cats-faces-64x64-for-generative-models", raw)
-    message = str(err.value)
-    assert FAKE_KEY not in message and FAKE_KEY not in "".join(capsys.readouterr())
-    assert "spandan2/cats-faces-64x64-for-generative-models" in message
-    assert os.listdir(tmp_path / "data") == []
-
-
-def test_kaggle_dataset_name_checked(tmp_path, fake_kaggle_env):
-    with pytest.raises(UserError, match="data.kaggle_dataset"):
-        fetch_kaggle("just-a-name", tmp_path / "raw")

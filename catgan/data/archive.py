@@ -1,12 +1,14 @@
 """Zip extraction that refuses path traversal, links and zip bombs, and leaves no half folder."""
 from __future__ import annotations
 
+import contextlib
 import re
 import stat
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from catgan.data.names import escaped, portable
 from catgan.errors import UserError
 from catgan.fileio import atomic_dir
 
@@ -14,6 +16,7 @@ _CHUNK = 1 << 20
 # A few KB of zeros compress at huge ratios and are harmless: the ratio matters for big entries.
 _RATIO_FLOOR_BYTES = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_UTF8_FLAG = 0x800  # general purpose bit 11: the entry's name is stored as UTF-8
 
 
 def _refuse(zip_path: Path, name: str, why: str) -> UserError:
@@ -57,49 +60,83 @@ def _copy_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget
     return written
 
 
-def safe_extract_zip(zip_path: Path, dest: Path, *, max_ratio: float = 200.0,
-                     max_total_bytes: int = 4 << 30) -> int:
-    """Replace ``dest`` with the complete contents of ``zip_path``; return the number of files.
+def _raw_parts(info: zipfile.ZipInfo, parts: tuple[str, ...]) -> tuple[bytes, ...]:
+    """The entry's path parts as the bytes stored in the zip (zipfile decoded them as cp437 unless
+    the entry is flagged UTF-8)."""
+    encoding = "utf-8" if info.flag_bits & _UTF8_FLAG else "cp437"
+    return tuple(part.encode(encoding) for part in parts)
 
-    Raises UserError for entries with '..', absolute paths or drive letters, links or other
-    special files, encryption, a total size above ``max_total_bytes``, an entry over 1 MiB
-    compressed more than ``max_ratio`` times, and corrupt archives.
+
+@contextlib.contextmanager
+def _planned(zip_path: Path, max_ratio: float, max_total_bytes: int):
+    """The open zip, its entries checked and named (info, parts), and {renamed: original}.
+
+    Raises UserError, before anything is written, for entries with '..', absolute paths or drive
+    letters, links or other special files, encryption, a total size above ``max_total_bytes``, an
+    entry over 1 MiB compressed more than ``max_ratio`` times; and for corrupt archives, also
+    while the caller extracts.
     """
-    zip_path, dest = Path(zip_path), Path(dest)
     if not zip_path.is_file():
         raise UserError(f"{zip_path}: zip file not found")
     try:
         with zipfile.ZipFile(zip_path) as zf:
-            plan, seen = [], set()
+            plan, seen, renamed = [], set(), {}
             for info in zf.infolist():
-                parts = _entry_parts(zip_path, info, max_ratio)
+                raw = _raw_parts(info, _entry_parts(zip_path, info, max_ratio))
+                parts = tuple(portable(part) for part in raw)
                 if parts in seen and not info.is_dir():
                     raise _refuse(zip_path, info.filename, "appears twice")
                 if parts:
                     seen.add(parts)
                     plan.append((info, parts))
+                    if not info.is_dir() and "/".join(parts).encode() != b"/".join(raw):
+                        renamed["/".join(parts)] = escaped(b"/".join(raw))
             declared = sum(info.file_size for info, _ in plan)
             if declared > max_total_bytes:
                 raise UserError(f"{zip_path}: archive expands to {declared} bytes, above the limit "
                                 f"of {max_total_bytes}, like a zip bomb; refusing to extract it")
-            with atomic_dir(dest) as tmp:
-                budget, files = max_total_bytes, 0
-                for info, parts in plan:
-                    target = tmp.joinpath(*parts)
-                    try:
-                        if info.is_dir():
-                            target.mkdir(parents=True, exist_ok=True)
-                            continue
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        budget -= _copy_entry(zf, info, target, budget, zip_path, max_ratio)
-                    except (NotADirectoryError, FileExistsError, IsADirectoryError):
-                        raise _refuse(zip_path, info.filename, "clashes with another entry as "
-                                                               "file and folder") from None
-                    except OSError as err:  # a name too long for this file system, a full disk
-                        raise _refuse(zip_path, info.filename,
-                                      f"cannot be written here ({err.strerror})") from None
-                    files += 1
-            return files
+            yield zf, plan, renamed
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
         raise UserError(f"{zip_path}: corrupt or unsupported zip ({err}); "
                         "download it again") from None
+
+
+def _write(zf: zipfile.ZipFile, plan: list, folder: Path, zip_path: Path, max_ratio: float,
+           max_total_bytes: int) -> int:
+    budget, files = max_total_bytes, 0
+    for info, parts in plan:
+        target = folder.joinpath(*parts)
+        try:
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            budget -= _copy_entry(zf, info, target, budget, zip_path, max_ratio)
+        except (NotADirectoryError, FileExistsError, IsADirectoryError):
+            raise _refuse(zip_path, info.filename, "clashes with another entry as "
+                                                   "file and folder") from None
+        except OSError as err:  # a name too long for this file system, a full disk
+            raise _refuse(zip_path, info.filename,
+                          f"cannot be written here ({err.strerror})") from None
+        files += 1
+    return files
+
+
+def safe_extract_zip(zip_path: Path, dest: Path, *, max_ratio: float = 200.0,
+                     max_total_bytes: int = 4 << 30) -> int:
+    """Replace ``dest`` with the complete contents of ``zip_path``; return the number of files.
+
+    Names that are not UTF-8 get portable stand-ins (catgan.data.names). Refusals: _planned.
+    """
+    zip_path = Path(zip_path)
+    with _planned(zip_path, max_ratio, max_total_bytes) as (zf, plan, _), \
+            atomic_dir(dest) as tmp:
+        return _write(zf, plan, tmp, zip_path, max_ratio, max_total_bytes)
+
+
+def extract_zip(zip_path: Path, folder: Path, *, max_ratio: float = 200.0,
+                max_total_bytes: int = 4 << 30) -> tuple[int, dict[str, str]]:
+    """Extract all of ``zip_path`` into ``folder``: (files, {renamed path: original, escaped})."""
+    zip_path = Path(zip_path)
+    with _planned(zip_path, max_ratio, max_total_bytes) as (zf, plan, renamed):
+        return _write(zf, plan, Path(folder), zip_path, max_ratio, max_total_bytes), renamed

@@ -17,6 +17,8 @@ from badimages import Corpus, display, write_bad_corpus
 from conftest import ROOT, TINY, merge, write_params
 from PIL import Image
 
+from catgan.data.names import portable
+
 TIMEOUT = 120  # seconds: far above a normal run, so only a hang reaches it
 
 
@@ -112,7 +114,10 @@ def test_fetch_folder_copies_files_and_leaves_special_entries_behind(tmp_path):
     raw = project / "data" / "raw"
     copied = sorted(os.fsencode(p.relative_to(raw)) for p in raw.rglob("*") if not p.is_dir())
     regular = [p for p in source.rglob("*") if p.is_file() and "sub/up" not in p.as_posix()]
-    assert copied == sorted(os.fsencode(p.relative_to(source)) for p in regular)
+    # Written under portable names (catgan.data.names), beside the fetch record.
+    portable_names = [os.fsencode("/".join(portable(os.fsencode(part)) for part in
+                                           p.relative_to(source).parts)) for p in regular]
+    assert copied == sorted([b".catgan-fetch.json", *portable_names])
     assert not any(p.is_symlink() for p in raw.rglob("*"))
     for rel in corpus.special:
         assert f"skipping {source / rel} (broken link or special file)" in fetched.stderr
@@ -169,7 +174,7 @@ def test_entries_without_read_permission_are_skipped(tmp_path):
         fetch_project = project_with(tmp_path / "fetch", {"source": "folder", "path": str(source)})
         fetched = run_stage(fetch_project, "fetch", prefix)
         assert_ok(fetched)
-        assert os.listdir(fetch_project / "data" / "raw") == ["ok.png"]
+        assert sorted(os.listdir(fetch_project / "data" / "raw")) == [".catgan-fetch.json", "ok.png"]
         assert f"skipping {source / 'locked.png'} (not readable)" in fetched.stderr
         assert f"skipping {source / 'locked_dir'} (Permission denied)" in fetched.stderr
 

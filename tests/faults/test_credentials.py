@@ -96,3 +96,36 @@ def test_kaggle_fetch_fails_fast_without_echoing_a_secret(secret_home):
     assert len(errors) == 1 and "Kaggle" in errors[0], stderr
     assert [p.name for p in project.rglob("*") if p.is_file()] == ["params.yaml"]
     assert leaks(root, planted, [proc]) == []
+
+
+def test_kaggle_fetch_from_the_local_kaggle_records_no_secret(secret_home):
+    """The real client signs in with the planted token and downloads from tests/kaggleserver.py;
+    then fetch fails on a 500. Neither run writes or prints a secret."""
+    import threading
+
+    from kaggleserver import KaggleServer, kaggle_zip
+
+    root, env, planted = secret_home
+    project = root / "local_kaggle_project"
+    project.mkdir()
+    dataset = "spandan2/cats-faces-64x64-for-generative-models"
+    write_params(project, merge(TINY, {"data": {"source": "kaggle", "kaggle_dataset": dataset}}))
+    env = {**{k: v for k, v in env.items() if "proxy" not in k.lower()},
+           "KAGGLE_API_ENVIRONMENT": "TEST"}
+    server = KaggleServer("c4tg4n-user", SECRETS["kaggle.json"], SECRETS["KAGGLE_API_TOKEN"],
+                          {dataset: (1, kaggle_zip())})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        fetched = run_stage(project, "fetch", env)
+        server.fault = "500"
+        failed = run_stage(project, "fetch", env)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert fetched.returncode == 0, fetched.stderr.decode()[-3000:]
+    assert failed.returncode == 2 and b"HTTP 500" in failed.stderr, failed.stderr.decode()
+    assert server.requests[0]["json"] == {"token": SECRETS["KAGGLE_API_TOKEN"]}  # it was sent
+    assert len(list((project / "data" / "raw" / "cats").glob("*.jpg"))) == 4
+    assert leaks(root, planted, [fetched, failed]) == []
