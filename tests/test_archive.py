@@ -138,3 +138,19 @@ def test_duplicate_entries_rejected(tmp_path):
         zip_path = make_zip(tmp_path / "dup.zip", [("a.txt", b"first"), ("a.txt", b"second")])
     with pytest.raises(UserError, match=r"dup\.zip.*a\.txt.*twice"):
         safe_extract_zip(zip_path, tmp_path / "raw")
+
+
+def test_a_name_flagged_utf8_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    """zipfile cannot even list such an archive; the user gets the file and a way out."""
+    zip_path = tmp_path / "cats.zip"
+    make_zip(zip_path, [("cafe.png", b"x")])
+    data = bytearray(zip_path.read_bytes().replace(b"cafe.png", b"caf\xe9.png"))  # same length
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local, central header
+        at = data.index(signature) + flags_at
+        data[at:at + 2] = struct.pack("<H", struct.unpack("<H", data[at:at + 2])[0] | 0x800)
+    zip_path.write_bytes(bytes(data))
+    dest = tmp_path / "raw"
+    with pytest.raises(UserError, match=r"cats.zip: an entry flagged as UTF-8 has a name that is not "
+                                        r"UTF-8 \(b'caf\\xe9.png'\).*set data.path to the folder"):
+        safe_extract_zip(zip_path, dest)
+    assert_nothing_written(tmp_path, zip_path, dest)

@@ -96,6 +96,10 @@ def _planned(zip_path: Path, max_ratio: float, max_total_bytes: int):
                 raise UserError(f"{zip_path}: archive expands to {declared} bytes, above the limit "
                                 f"of {max_total_bytes}, like a zip bomb; refusing to extract it")
             yield zf, plan, renamed
+    except UnicodeDecodeError as err:  # zipfile decodes names flagged UTF-8 strictly, on open
+        raise UserError(f"{zip_path}: an entry flagged as UTF-8 has a name that is not UTF-8 "
+                        f"({err.object[:60]!r}); unzip it with a tool that accepts it, or re-create "
+                        "the zip, and set data.path to the folder") from None
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as err:
         raise UserError(f"{zip_path}: corrupt or unsupported zip ({err}); "
                         "download it again") from None
