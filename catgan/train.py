@@ -316,8 +316,7 @@ def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
 @contextlib.contextmanager
 def _frozen(net: torch.nn.Module):
     """G's step back-propagates through D for G's sake only: D's weight gradients would be zeroed
-    before D's next step anyway, and skipping them (with no graph through G for D's fakes) makes a
-    step about 1.1x faster on CPU (benchmarks/g_step.py)."""
+    before D's next step anyway, so they are skipped (measured in benchmarks/README.md, g_step)."""
     net.requires_grad_(False)
     try:
         yield net
