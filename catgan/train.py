@@ -136,6 +136,12 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
     key = training_hash(params, data_hash)
     result = TrainResult(nets.G, nets.D)
     state = _resumable(checkpoint.load(ckpt_path), key, t.epochs, ckpt_path)
+    # Only rank 0 writes the checkpoint; a node that cannot read it would start over and
+    # deadlock the others' collectives instead of failing.
+    if len(set(dist.gather(state["epoch"] if state else 0))) > 1:
+        raise UserError(f"{ckpt_path} is not the same file in every process (some would resume, "
+                        "some start over): on several nodes, checkpoints/ must be on a filesystem "
+                        "they all share")
     if state:
         _restore(nets, state)
         fixed_z = state["fixed_z"].to(device)
@@ -188,8 +194,11 @@ def _steps_per_epoch(t, dist: Dist, device: torch.device, n: int) -> int:
         raise UserError("train.sync_bn = true needs CUDA devices (SyncBatchNorm has no CPU kernel); "
                         "set train.sync_bn: false")
     if t.batch_size % dist.world:
-        raise UserError(f"train.batch_size = {t.batch_size} must be a multiple of train.nproc = "
-                        f"{dist.world}: it is the global batch, split evenly across the processes")
+        across = (f"train.nproc = {dist.world}" if dist.world == dist.local_world else
+                  f"the {dist.world} processes (train.nproc = {dist.local_world} on each of "
+                  f"{dist.world // dist.local_world} nodes)")
+        raise UserError(f"train.batch_size = {t.batch_size} must be a multiple of {across}: "
+                        "it is the global batch, split evenly across the processes")
     if dist.world > 1 and n < t.batch_size:
         raise UserError(f"train.batch_size = {t.batch_size} is larger than the {n} training images; "
                         "lower it or use more data")
