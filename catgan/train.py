@@ -136,12 +136,7 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
     key = training_hash(params, data_hash)
     result = TrainResult(nets.G, nets.D)
     state = _resumable(checkpoint.load(ckpt_path), key, t.epochs, ckpt_path)
-    # Only rank 0 writes the checkpoint; a node that cannot read it would start over and
-    # deadlock the others' collectives instead of failing.
-    if len(set(dist.gather(state["epoch"] if state else 0))) > 1:
-        raise UserError(f"{ckpt_path} is not the same file in every process (some would resume, "
-                        "some start over): on several nodes, checkpoints/ must be on a filesystem "
-                        "they all share")
+    _check_agreement(dist, key, state["epoch"] if state else 0, ckpt_path)
     if state:
         _restore(nets, state)
         fixed_z = state["fixed_z"].to(device)
@@ -187,6 +182,19 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
         tracker.finish("FAILED")
         raise
     return result
+
+
+def _check_agreement(dist: Dist, key: str, epoch: int, ckpt_path: Path) -> None:
+    """Processes on other nodes read their own params, data and checkpoint: if they differ, the
+    collectives would deadlock or silently mix two trainings."""
+    seen = set(dist.gather((key, epoch)))
+    if len({k for k, _ in seen}) > 1:
+        raise UserError("the processes were given different params, data or training code: every "
+                        "node must run the same checkout (one on a shared filesystem)")
+    if len(seen) > 1:  # only rank 0 writes the checkpoint
+        raise UserError(f"{ckpt_path} is not the same file in every process (some would resume, "
+                        "some start over): on several nodes, checkpoints/ must be on a filesystem "
+                        "they all share")
 
 
 def _steps_per_epoch(t, dist: Dist, device: torch.device, n: int) -> int:

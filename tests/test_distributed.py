@@ -106,10 +106,10 @@ def test_plain_python_with_nproc_2_says_how_to_launch(project, tmp_path):
         "--nproc-per-node=2 --module stages.train` (dvc repro does) or set train.nproc to match"]
 
 
-def node_folder(folder: Path, data: Path, nproc: int) -> Path:
+def node_folder(folder: Path, data: Path, nproc: int, seed: int = 0) -> Path:
     """A tracking-free project of its own (as on another machine) that reads ``data``."""
     folder.mkdir()
-    write_params(folder, merge(TINY, {"train": {"nproc": nproc}}))
+    write_params(folder, merge(TINY, {"train": {"nproc": nproc, "seed": seed}}))
     (folder / "data").symlink_to(data)
     return folder
 
@@ -165,6 +165,13 @@ def test_nodes_that_do_not_share_the_checkpoint_fail_in_one_line_instead_of_hang
         assert code == 2, stderr[-3000:]
         assert "Traceback" not in stderr
         assert "checkpoints/ must be on a filesystem they all share" in stderr
+
+
+def test_nodes_given_different_params_fail_in_one_line(project, tmp_path):
+    nodes = [node_folder(tmp_path / f"node{r}", project / "data", 1, seed=r) for r in (0, 1)]
+    for code, stderr in run_two_nodes(*nodes):
+        assert code == 2, stderr[-3000:]
+        assert "the processes were given different params, data or training code" in stderr
 
 
 @pytest.mark.parametrize("argv, message", [
