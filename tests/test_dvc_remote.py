@@ -13,6 +13,7 @@ import pytest
 
 from catgan.compare import records_from_exp_show
 from conftest import TINY, clone_project, merge, sh
+from test_dvc_pipeline import ran_stages
 from test_distributed import free_port
 
 pytestmark = pytest.mark.slow
@@ -119,7 +120,7 @@ def test_an_experiment_travels_to_another_clone_and_its_models_come_back_without
     assert dvc_json(b, "status") == {}, "B would train again"
     assert not (b / "checkpoints").exists(), "train ran on B"
 
-    (b / "metrics/eval.json").unlink()
-    sh(b, "dvc", "repro", "--single-item", "evaluate")
+    out = sh(b, "dvc", "repro", "--force", "--single-item", "evaluate")
+    assert ran_stages(out) == ["evaluate"]
     assert (b / "metrics/eval.json").read_bytes() == clone_a["eval"]
     assert not (b / "checkpoints").exists()
