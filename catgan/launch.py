@@ -19,10 +19,6 @@ SINGLE_NODE = {"nnodes": ("1", "1:1"), "node_rank": (0,), "rdzv_backend": ("stat
                "rdzv_endpoint": ("",), "master_addr": ("127.0.0.1",), "master_port": (None,)}
 
 
-def option(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def parse(argv: list[str]):
     """torchrun's arguments, standalone when no multi-node option is given."""
     from torch.distributed.run import get_args_parser, parse_min_max_nnodes
@@ -30,7 +26,8 @@ def parse(argv: list[str]):
     args = get_args_parser().parse_args(argv)
     given = [name for name, default in SINGLE_NODE.items() if getattr(args, name) not in default]
     if args.standalone and given:
-        raise UserError(f"--standalone runs one node on its own, but {option(given[0])} is given; "
+        flag = "--" + given[0].replace("_", "-")
+        raise UserError(f"--standalone runs one node on its own, but {flag} is given; "
                         "drop one or the other")
     args.standalone = not given
     try:

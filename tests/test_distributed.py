@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,14 +16,8 @@ import torch.multiprocessing as mp
 from catgan.config import parse_params
 from catgan.distributed import Dist
 from catgan.train import train
-from conftest import ROOT, TINY, merge, write_params
+from conftest import ROOT, TINY, free_port, merge, write_params
 from test_stages import run_stage, stage_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, port: int, out: str, images: np.ndarray) -> None:

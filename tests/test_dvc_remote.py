@@ -7,14 +7,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from catgan.compare import records_from_exp_show
-from conftest import TINY, clone_project, merge, sh
+from conftest import TINY, clone_project, free_port, merge, sh
 from test_dvc_pipeline import ran_stages
-from test_distributed import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def clone_a(tmp_path_factory) -> dict:
 
 
 @pytest.fixture
-def moto_server(tmp_path, monkeypatch) -> str:
+def moto_server(tmp_path, monkeypatch) -> Iterator[str]:
     """moto's S3 server on a free port of 127.0.0.1, with fake credentials for every client."""
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": "us-east-1",
