@@ -138,6 +138,7 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
     key = training_hash(params, data_hash)
     result = TrainResult(nets.G, nets.D)
     state = _resumable(checkpoint.load(ckpt_path), key, t.epochs, ckpt_path)
+    _check_agreement(dist, key, state["epoch"] if state else 0, ckpt_path)
     if state:
         _restore(nets, state)
         fixed_z = state["fixed_z"].to(device)
@@ -185,13 +186,29 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
     return result
 
 
+def _check_agreement(dist: Dist, key: str, epoch: int, ckpt_path: Path) -> None:
+    """Processes on other nodes read their own params, data and checkpoint: if they differ, the
+    collectives would deadlock or silently mix two trainings."""
+    seen = set(dist.gather((key, epoch)))
+    if len({k for k, _ in seen}) > 1:
+        raise UserError("the processes were given different params, data or training code: every "
+                        "node must run the same checkout (one on a shared filesystem)")
+    if len(seen) > 1:  # only rank 0 writes the checkpoint
+        raise UserError(f"{ckpt_path} is not the same file in every process (some would resume, "
+                        "some start over): on several nodes, checkpoints/ must be on a filesystem "
+                        "they all share")
+
+
 def _steps_per_epoch(t, dist: Dist, device: torch.device, n: int) -> int:
     if t.sync_bn and dist.world > 1 and device.type != "cuda":
         raise UserError("train.sync_bn = true needs CUDA devices (SyncBatchNorm has no CPU kernel); "
                         "set train.sync_bn: false")
     if t.batch_size % dist.world:
-        raise UserError(f"train.batch_size = {t.batch_size} must be a multiple of train.nproc = "
-                        f"{dist.world}: it is the global batch, split evenly across the processes")
+        across = (f"train.nproc = {dist.world}" if dist.world == dist.local_world else
+                  f"the {dist.world} processes (train.nproc = {dist.local_world} on each of "
+                  f"{dist.world // dist.local_world} nodes)")
+        raise UserError(f"train.batch_size = {t.batch_size} must be a multiple of {across}: "
+                        "it is the global batch, split evenly across the processes")
     if dist.world > 1 and n < t.batch_size:
         raise UserError(f"train.batch_size = {t.batch_size} is larger than the {n} training images; "
                         "lower it or use more data")

@@ -1,7 +1,7 @@
 """DVC stage train: train G and D on data/prepared, resuming from the last complete epoch.
 
-Run by ``python -m catgan.launch`` (torchrun) with train.nproc processes; every process trains its
-share of each batch, and only the main one writes outputs and the MLflow run.
+Run by ``python -m catgan.launch`` (torchrun) with train.nproc processes on each node; every process
+trains its share of each batch, and only the main one writes outputs and the MLflow run.
 """
 import json
 from pathlib import Path
@@ -22,8 +22,9 @@ PREPARED = Path("data/prepared")
 def main() -> None:
     params = load_params()
     dist, device = distributed.from_env(params.train.device)
-    if dist.world != params.train.nproc:
-        raise UserError(f"train.nproc = {params.train.nproc} but {dist.world} process(es) started; "
+    if dist.local_world != params.train.nproc:  # per node: the global world is nodes x nproc
+        raise UserError(f"train.nproc = {params.train.nproc} but {dist.local_world} process(es) "
+                        "started on this node; "
                         f"run `python -m catgan.launch --nproc-per-node={params.train.nproc} "
                         "--module stages.train` (dvc repro does) or set train.nproc to match")
     try:

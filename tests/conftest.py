@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,12 @@ def tiny_images():
     rng = np.random.default_rng(0)
     low = rng.integers(0, 256, size=(12, 3, 8, 8), dtype=np.uint8)
     return np.ascontiguousarray(low.repeat(8, axis=2).repeat(8, axis=3))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_params(folder: Path, raw: dict) -> Path:

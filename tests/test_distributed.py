@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,14 +16,8 @@ import torch.multiprocessing as mp
 from catgan.config import parse_params
 from catgan.distributed import Dist
 from catgan.train import train
-from conftest import ROOT, TINY, merge, write_params
+from conftest import ROOT, TINY, free_port, merge, write_params
 from test_stages import run_stage, stage_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, port: int, out: str, images: np.ndarray) -> None:
@@ -63,9 +56,13 @@ def project(tmp_path_factory):
     return project
 
 
+def launch_command(nproc: int, *options: str) -> list[str]:
+    return [sys.executable, "-m", "catgan.launch", f"--nproc-per-node={nproc}", *options,
+            str(ROOT / "stages/train.py")]
+
+
 def launch(project: Path, nproc: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "catgan.launch", f"--nproc-per-node={nproc}",
-                           str(ROOT / "stages/train.py")], cwd=project, capture_output=True,
+    return subprocess.run(launch_command(nproc), cwd=project, capture_output=True,
                           text=True, timeout=300, env=stage_env(project))
 
 
@@ -98,5 +95,95 @@ def test_plain_python_with_nproc_2_says_how_to_launch(project, tmp_path):
                           capture_output=True, text=True, timeout=120, env=stage_env(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: train.nproc = 2 but 1 process(es) started; run `python -m catgan.launch "
+        "error: train.nproc = 2 but 1 process(es) started on this node; run `python -m catgan.launch "
         "--nproc-per-node=2 --module stages.train` (dvc repro does) or set train.nproc to match"]
+
+
+def node_folder(folder: Path, data: Path, nproc: int, seed: int = 0) -> Path:
+    """A tracking-free project of its own (as on another machine) that reads ``data``."""
+    folder.mkdir()
+    write_params(folder, merge(TINY, {"train": {"nproc": nproc, "seed": seed}}))
+    (folder / "data").symlink_to(data)
+    return folder
+
+
+def run_two_nodes(node0: Path, node1: Path) -> list[tuple[int, str]]:
+    """Node 0 told by options, node 1 by torchrun's PET_* variables (how `dvc repro` is told):
+    static rendezvous at a free port of 127.0.0.1. Their exit codes and stderr."""
+    port = free_port()
+    procs = [subprocess.Popen(launch_command(1, "--nnodes=2", "--node-rank=0",
+                                             "--master-addr=127.0.0.1", f"--master-port={port}"),
+                              cwd=node0, env=stage_env(node0), stderr=subprocess.PIPE, text=True),
+             subprocess.Popen(launch_command(1), cwd=node1, stderr=subprocess.PIPE, text=True,
+                              env={**stage_env(node1), "PET_NNODES": "2", "PET_NODE_RANK": "1",
+                                   "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port)})]
+    try:
+        return [(proc.wait(timeout=300), proc.stderr.read()) for proc in procs]
+    finally:
+        for proc in procs:  # SIGTERM: torchrun's agent then stops the worker it started
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(project, tmp_path_factory):
+    """One node of two processes, then two nodes of one process each, from the same data."""
+    root = tmp_path_factory.mktemp("nodes")
+    one = node_folder(root / "one", project / "data", 2)
+    proc = launch(one, 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nodes = [node_folder(root / f"node{r}", project / "data", 1) for r in (0, 1)]
+    for code, stderr in run_two_nodes(*nodes):
+        assert code == 0, stderr[-3000:]
+    return one, *nodes
+
+
+def test_two_nodes_of_one_process_train_the_weights_of_one_node_of_two(two_nodes):
+    one, node0, node1 = two_nodes
+    for name in ("generator.pt", "discriminator.pt"):
+        single, multi = (torch.load(folder / "models" / name, weights_only=True)
+                         for folder in (one, node0))
+        assert single.keys() == multi.keys()
+        for key, value in single.items():
+            assert torch.equal(value, multi[key]), f"{name}: {key} differs"
+    assert (one / "metrics/history.csv").read_bytes() == (node0 / "metrics/history.csv").read_bytes()
+    assert sorted(p.name for p in node1.iterdir()) == ["data", "params.yaml"], \
+        "a process other than rank 0 wrote outputs or a checkpoint"
+
+
+def test_nodes_that_do_not_share_the_checkpoint_fail_in_one_line_instead_of_hanging(two_nodes):
+    _, node0, node1 = two_nodes  # node 0 holds the finished run's checkpoint, node 1 none
+    for code, stderr in run_two_nodes(node0, node1):
+        assert code == 2, stderr[-3000:]
+        assert "Traceback" not in stderr
+        assert "checkpoints/ must be on a filesystem they all share" in stderr
+
+
+def test_nodes_given_different_params_fail_in_one_line(project, tmp_path):
+    nodes = [node_folder(tmp_path / f"node{r}", project / "data", 1, seed=r) for r in (0, 1)]
+    for code, stderr in run_two_nodes(*nodes):
+        assert code == 2, stderr[-3000:]
+        assert "the processes were given different params, data or training code" in stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--standalone", "--nnodes=2"],
+     "--standalone runs one node on its own, but --nnodes is given; drop one or the other"),
+    (["--nnodes=2", "--node-rank=2"], "--node-rank=2 must be from 0 to 1 with --nnodes=2"),
+    (["--nnodes=two"], "--nnodes=two: give a number of nodes, or MIN:MAX"),
+], ids=["standalone-and-nnodes", "node-rank-too-high", "nnodes-not-a-number"])
+def test_a_bad_launcher_option_is_one_line(argv, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "catgan.launch", *argv, "train.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env=stage_env(tmp_path))
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: {message}")
+
+
+def test_the_launcher_is_standalone_only_without_multi_node_options(monkeypatch):
+    from catgan.launch import parse
+
+    assert parse(["--nproc-per-node=2", "train.py"])[0].standalone
+    assert not parse(["--nnodes=2", "--master-addr=10.0.0.1", "train.py"])[0].standalone
+    monkeypatch.setenv("PET_RDZV_ENDPOINT", "10.0.0.1:29400")
+    monkeypatch.setenv("PET_RDZV_BACKEND", "c10d")
+    assert not parse(["train.py"])[0].standalone
