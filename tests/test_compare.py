@@ -17,7 +17,7 @@ from scipy import stats
 
 from catgan.cli import main
 from catgan.compare.from_dvc import collect as collect_dvc
-from catgan.compare.from_dvc import records_from_exp_show
+from catgan.compare.from_dvc import experiments, records
 from catgan.compare.from_mlflow import collect as collect_mlflow
 from catgan.compare.render import render_text, save
 from catgan.compare.runs import Record
@@ -26,6 +26,11 @@ from catgan.errors import UserError
 
 SAMPLE = Path(__file__).parent / "data" / "dvc_exp_show.json"
 SWD = "eval.swd.swd_avg"
+
+
+def exp_records(data, where="dvc exp show"):
+    """Finished runs in parsed ``dvc exp show --json`` output, as catgan compare reads them."""
+    return records(experiments(data, where), where)
 
 
 def runs(metric: str, **by_variant: list[float]) -> list[Record]:
@@ -131,7 +136,7 @@ def test_variants_pick_two_of_three_and_patterns_filter_metrics():
 
 def test_exp_show_sample_gives_only_finished_experiments(caplog):
     caplog.set_level("INFO")
-    records = records_from_exp_show(json.loads(SAMPLE.read_text()))
+    records = exp_records(json.loads(SAMPLE.read_text()))
     assert sorted((r.name, r.variant, r.seed) for r in records) == [
         ("base-s0", "baseline", 0), ("fused-s0", "fused", 0), ("fused-s1", "fused", 1),
         ("pending", "baseline", 1)]
@@ -150,7 +155,7 @@ def test_exp_show_rerun_of_a_seed_keeps_the_newest():
     newest["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"] = 0
     exps.remove(newest)
     exps.append(newest)  # the order dvc lists them in does not matter
-    records = records_from_exp_show(data)
+    records = exp_records(data)
     assert [r.name for r in records if r.variant == "baseline"] == ["pending"]
 
 
@@ -160,13 +165,13 @@ def test_exp_show_running_experiment_is_left_out_even_with_metrics(caplog):
     fused1 = next(e for e in data[1]["experiments"] if e["name"] == "fused-s1")
     assert fused1["revs"][0]["data"]["metrics"]["metrics/eval.json"]["data"]
     fused1["executor"]["state"] = "running"
-    assert "fused-s1" not in [r.name for r in records_from_exp_show(data)]
+    assert "fused-s1" not in [r.name for r in exp_records(data)]
     assert "fused-s1 (running)" in caplog.text
 
 
 def test_exp_show_output_of_another_shape_is_a_user_error():
     with pytest.raises(UserError, match="expected a JSON list"):
-        records_from_exp_show({"workspace": {}})
+        exp_records({"workspace": {}})
 
 
 def _env() -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from catgan.compare import records_from_exp_show
+from catgan.compare.from_dvc import experiments, records
 from conftest import TINY, clone_project, free_port, merge, sh
 from test_dvc_pipeline import ran_stages
 
@@ -105,7 +105,7 @@ def test_an_experiment_travels_to_another_clone_and_its_models_come_back_without
     sh(b, "dvc", "pull")
     sh(b, "dvc", "exp", "pull", "origin", EXP)
 
-    [shared] = records_from_exp_show(dvc_json(b, "exp", "show"))  # catgan compare's reader
+    [shared] = records(experiments(dvc_json(b, "exp", "show")), "clone B")  # catgan compare's reader
     assert (shared.name, shared.variant, shared.seed) == (EXP, "baseline", 1)
     assert shared.metrics["train.loss_d"] == clone_a["train"]["loss_d"]
     assert shared.metrics["eval.swd.swd_avg"] == json.loads(clone_a["eval"])["swd"]["swd_avg"]

@@ -73,10 +73,6 @@ def records(exps: list[Experiment], where: str) -> list[Record]:
     return latest_per_seed(found, where)
 
 
-def records_from_exp_show(data: Any, where: str = "dvc exp show") -> list[Record]:
-    return records(experiments(data, where), where)
-
-
 def exp_show(repo: Path, all_commits: bool = False) -> list[Experiment]:
     """Experiments of ``repo``'s HEAD commit (or of every commit)."""
     repo = Path(repo)
