@@ -5,7 +5,7 @@ import io
 import math
 from pathlib import Path
 
-from catgan.compare.stats import KEY_FAMILIES, Stat, Summary, family
+from catgan.compare.stats import KEY_FAMILIES, Row, Stat, Summary, family
 from catgan.fileio import write_bytes, write_json, write_text
 from catgan.table import align
 
