@@ -30,8 +30,10 @@ INIT_SCHEMES = ("default", "dcgan")
 G_LOSSES = ("non_saturating", "saturating")
 
 
-def _knob(default, *, choices=None, low=None, high=None, length=None, pattern=None):
-    meta = {"choices": choices, "low": low, "high": high, "length": length, "pattern": pattern}
+def _knob(default, *, choices=None, low=None, high=None, length=None, pattern=None, shape=""):
+    """``pattern``: a regex the whole value must match, described to the user by ``shape``."""
+    meta = {"choices": choices, "low": low, "high": high, "length": length, "pattern": pattern,
+            "shape": shape}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -40,7 +42,9 @@ def _knob(default, *, choices=None, low=None, high=None, length=None, pattern=No
 @dataclass(frozen=True)
 class DataConfig:
     source: str = _knob("kaggle", choices=("kaggle", "folder", "synthetic"))
-    kaggle_dataset: str = "spandan2/cats-faces-64x64-for-generative-models"
+    kaggle_dataset: str = _knob("spandan2/cats-faces-64x64-for-generative-models",
+                                pattern=r"[^/\s]+/[^/\s]+(/[0-9]+)?",
+                                shape="owner/name or owner/name/version, as in the dataset's address")
     kaggle_timeout_s: float = _knob(60.0, low=0.1, high=3600.0)
     path: str = ""
     synthetic_count: int = _knob(2000, low=1, high=1_000_000)
@@ -101,7 +105,8 @@ class TrackingConfig:
     experiment: str = "catgan"
     uri: str = ""
     # Part of DVC experiment names and MLflow filters: letters, digits, - and _ only.
-    study: str = _knob("", pattern=r"([A-Za-z0-9][A-Za-z0-9_-]{0,63})?")
+    study: str = _knob("", pattern=r"([A-Za-z0-9][A-Za-z0-9_-]{0,63})?", shape="letters, digits, "
+                       "'-' and '_' only, starting with a letter or digit (at most 64)")
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,7 @@ def _check(key: str, value: Any, hint: type, meta, source: str):
         fail("a string (quote it in YAML)")
     pattern = meta.get("pattern")
     if pattern and not re.fullmatch(pattern, value):
-        fail("letters, digits, '-' and '_' only, starting with a letter or digit (at most 64)")
+        fail(meta["shape"])
     choices = meta.get("choices")
     if choices and value not in choices:
         fail("one of " + ", ".join(map(str, choices)))

@@ -10,6 +10,7 @@ import pytest
 from catgan.data.kaggle_source import fetch_kaggle, kaggle_secrets
 from catgan.data.preprocess import preprocess
 from catgan.data.sources import MANIFEST, copy_folder, fetch
+from catgan.config import parse_params
 from catgan.errors import UserError
 from imagefactory import (MESSY_DUPLICATES, MESSY_FOUND, MESSY_SKIPPED, MESSY_USED, tree_files,
                           write_messy_tree, zip_tree)
@@ -138,10 +139,16 @@ def test_kaggle_credential_sources(tmp_path, clean_home, monkeypatch, where):
     assert kaggle_secrets() == ([] if where == "username_only" else [FAKE_KEY])
 
 
-@pytest.mark.parametrize("name", ["just-a-name", "owner/name/latest", "a//b"])
-def test_kaggle_dataset_name_checked(tmp_path, clean_home, name):
-    with pytest.raises(UserError, match="data.kaggle_dataset"):
-        fetch_kaggle(name, tmp_path / "raw")
+@pytest.mark.parametrize("name", ["just-a-name", "owner/name/latest", "a//b", "a/b/", "a b/c"])
+def test_kaggle_dataset_name_checked_on_load(name):
+    with pytest.raises(UserError, match=f"data.kaggle_dataset = '{name}' is not allowed; expected "
+                                        "owner/name or owner/name/version"):
+        parse_params({"data": {"kaggle_dataset": name}})
+
+
+@pytest.mark.parametrize("name", ["spandan2/cats-faces-64x64-for-generative-models", "o/n/12"])
+def test_kaggle_dataset_names_of_both_shapes_are_accepted(name):
+    assert parse_params({"data": {"kaggle_dataset": name}}).data.kaggle_dataset == name
 
 
 def test_kaggle_refusal_is_a_user_error(tmp_path, clean_home, monkeypatch, capsys):
