@@ -23,8 +23,9 @@ _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 80, 80
 
 
-# The allowed names live here rather than beside their code (models.VARIANTS, losses.g_loss):
+# The allowed names live here rather than beside their code (data.sources, models.VARIANTS, losses):
 # importing those would load torch into every stage and make fetch depend on the model code.
+SOURCES = ("kaggle", "folder", "synthetic")
 VARIANTS = ("baseline", "fused")
 INIT_SCHEMES = ("default", "dcgan")
 G_LOSSES = ("non_saturating", "saturating")
@@ -41,7 +42,7 @@ def _knob(default, *, choices=None, low=None, high=None, length=None, pattern=No
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = _knob("kaggle", choices=("kaggle", "folder", "synthetic"))
+    source: str = _knob("kaggle", choices=SOURCES)
     kaggle_dataset: str = _knob("spandan2/cats-faces-64x64-for-generative-models",
                                 pattern=r"[^/\s]+/[^/\s]+(/[0-9]+)?",
                                 shape="owner/name or owner/name/version, as in the dataset's address")

@@ -81,8 +81,12 @@ def test_synthetic_and_unknown_source(tmp_path):
     raw = tmp_path / "raw"
     fetch("synthetic", raw, **fetch_args(synthetic_count=3, seed=1))
     assert sorted(os.listdir(raw)) == ["cat_00000.png", "cat_00001.png", "cat_00002.png"]
-    with pytest.raises(UserError, match="data.source.*'ftp'"):
+    with pytest.raises(UserError, match="data.source = 'ftp' is not allowed; expected one of "
+                                        "kaggle, folder, synthetic"):
+        parse_params({"data": {"source": "ftp"}})
+    with pytest.raises(ValueError, match="'ftp'"):
         fetch("ftp", tmp_path / "other", **fetch_args())
+    assert sorted(os.listdir(tmp_path)) == ["raw"]  # nothing half-made for the unknown source
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from catgan.fileio import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("kaggle", "folder", "synthetic")
 # What was fetched, and the original of every renamed file; hidden, so preprocess passes it by.
 MANIFEST = ".catgan-fetch.json"
 
@@ -73,10 +72,8 @@ def copy_folder(src: Path, folder: Path) -> tuple[int, dict[str, str]]:
 
 def fetch(source: str, out_dir: Path, *, kaggle_dataset: str, path: str, synthetic_count: int,
           seed: int, kaggle_timeout_s: float = 60.0) -> None:
-    """Replace ``out_dir`` as a whole with raw images from ``source`` (one of SOURCES)."""
+    """Replace ``out_dir`` as a whole with raw images from ``source`` (one of config.SOURCES)."""
     out_dir = Path(out_dir)
-    if source not in SOURCES:
-        raise UserError(f"data.source: {source!r} is not one of {', '.join(SOURCES)}")
     if source == "folder":
         if not path:
             raise UserError("data.path is empty; data.source=folder needs data.path set to a "
@@ -89,11 +86,13 @@ def fetch(source: str, out_dir: Path, *, kaggle_dataset: str, path: str, synthet
             src = Path(path)
             files, renamed = extract_zip(src, tmp) if src.is_file() else copy_folder(src, tmp)
             record = {"source": "folder", "files": files, "renamed": renamed}
-        else:
+        elif source == "synthetic":
             from catgan.data.synthetic import write_synthetic
 
             write_synthetic(tmp, synthetic_count, seed)
             return
+        else:
+            raise ValueError(f"unknown data source {source!r}; params.yaml is checked by catgan.config")
         write_json(tmp / MANIFEST, record)
     log.info("fetched %d files (%s) into %s, %d renamed to portable names", record["files"],
              source, out_dir, len(record["renamed"]))
