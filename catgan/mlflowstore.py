@@ -58,6 +58,9 @@ def open_client(uri: str, *, must_exist: bool = False, fix: str = "fix tracking.
     if is_http(uri):
         for name, value in _HTTP_BOUNDS.items():
             os.environ.setdefault(name, value)  # read by MLflow at each request
+    if PASSWORD_IN_URL.search(uri):
+        # MLflow prints a finished run's link, password included, on stdout: into DVC's logs.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     db = sqlite_path(uri)
     if must_exist and db is not None and not db.is_file():
         raise UserError(f"MLflow store {uri} does not exist; train with tracking.enabled: true "
