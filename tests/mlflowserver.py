@@ -121,6 +121,6 @@ def secret_uri(url: str) -> str:
     return url.replace("http://", f"http://c4tg4n-user:{PASSWORD}@", 1)
 
 
-def files_holding_mark(*folders: Path) -> list[str]:
+def files_holding_mark(*folders: Path, skip: frozenset[Path] = frozenset()) -> list[str]:
     return [str(p) for folder in folders for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.is_symlink() and MARK.encode() in p.read_bytes()]
+            if p.is_file() and not p.is_symlink() and p not in skip and MARK.encode() in p.read_bytes()]
