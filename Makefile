@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= $(or $(CATGAN_UI_PORT),5000)
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5000
+SERVER_DIR ?= .server
 
-.PHONY: setup demo test ui 
+.PHONY: setup demo test ui server server-stop
 
 setup: $(STAMP)
 
@@ -31,3 +34,10 @@ test: $(STAMP)
 
 ui: $(STAMP)
 	UI_HOST=$(UI_HOST) UI_PORT=$(UI_PORT) $(BIN)/python -m catgan.ui
+
+# A team's MLflow server (catgan/server.py): PostgreSQL store in $(SERVER_DIR), served artifacts.
+server: $(STAMP)
+	$(BIN)/python -m catgan.server start --host $(SERVER_HOST) --port $(SERVER_PORT) --dir $(SERVER_DIR)
+
+server-stop: $(STAMP)
+	$(BIN)/python -m catgan.server stop --dir $(SERVER_DIR)

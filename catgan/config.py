@@ -29,6 +29,8 @@ SOURCES = ("kaggle", "folder", "synthetic")
 VARIANTS = ("baseline", "fused")
 INIT_SCHEMES = ("default", "dcgan")
 G_LOSSES = ("non_saturating", "saturating")
+# The user:password@ of a URL: here rather than in mlflowstore, which imports this module.
+PASSWORD_IN_URL = re.compile(r"(?<=://)([^/@:\s]*):[^/\s]*@")
 
 
 def _knob(default, *, choices=None, low=None, high=None, length=None, pattern=None, shape=""):
@@ -108,6 +110,13 @@ class TrackingConfig:
     # Part of DVC experiment names and MLflow filters: letters, digits, - and _ only.
     study: str = _knob("", pattern=r"([A-Za-z0-9][A-Za-z0-9_-]{0,63})?", shape="letters, digits, "
                        "'-' and '_' only, starting with a letter or digit (at most 64)")
+
+    def __post_init__(self):
+        if PASSWORD_IN_URL.search(self.uri):
+            raise UserError("tracking.uri holds a password, which params.yaml would commit, `dvc exp "
+                            "show` print and MLflow record as a param; remove it from tracking.uri and "
+                            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or the whole "
+                            "URI in MLFLOW_TRACKING_URI) instead")
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from catgan.config import TrackingConfig, project_root
+from catgan.config import PASSWORD_IN_URL, TrackingConfig, project_root
 from catgan.errors import UserError
 
 _LOCK_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)  # seconds, about 30 s in all with jitter
 # Its own generator: retries must not move the global RNGs that checkpoints save and restore.
 _jitter = random.Random()
+# MLflow's defaults retry a dead tracking server for minutes per call, stalling training; the
+# tracker keeps what fails and re-sends it (catgan.tracking), so one quick retry is enough here.
+_HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def tracking_uri(cfg: TrackingConfig, root: Path | None = None) -> str:
     root = root or project_root()
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return PASSWORD_IN_URL.sub(r"\1:***@", text)
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -42,6 +55,12 @@ def open_client(uri: str, *, must_exist: bool = False, fix: str = "fix tracking.
     from mlflow.tracking import MlflowClient
 
     _quiet_mlflow_store_errors()
+    if is_http(uri):
+        for name, value in _HTTP_BOUNDS.items():
+            os.environ.setdefault(name, value)  # read by MLflow at each request
+    if PASSWORD_IN_URL.search(uri):
+        # MLflow prints a finished run's link, password included, on stdout: into DVC's logs.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     db = sqlite_path(uri)
     if must_exist and db is not None and not db.is_file():
         raise UserError(f"MLflow store {uri} does not exist; train with tracking.enabled: true "
@@ -51,8 +70,8 @@ def open_client(uri: str, *, must_exist: bool = False, fix: str = "fix tracking.
             client = Retrying(MlflowClient(tracking_uri=uri))
             client.search_experiments(max_results=1)  # MLflow opens, creates or migrates lazily
     except Exception as err:
-        raise UserError(f"MLflow tracking store {uri} is unreachable ({type(err).__name__}: "
-                        f"{first_line(err)}); {fix}") from None
+        raise UserError(f"MLflow tracking store {redact(uri)} is unreachable ({type(err).__name__}: "
+                        f"{redact(first_line(err))}); {fix}") from None
     return client
 
 

@@ -5,16 +5,17 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from catgan.config import TrackingConfig, project_root
 from catgan.errors import UserError
-from catgan.mlflowstore import first_line, open_client, root_cause, tracking_uri
+from catgan.mlflowstore import first_line, is_http, open_client, redact, root_cause, tracking_uri
 from catgan.runmeta import ROLE_TAG, STUDY_TAG
 
 log = logging.getLogger(__name__)
 
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
+RESEND_AFTER = 10.0  # seconds between tries of a store that failed: each costs a bounded HTTP retry
 _IMAGE_PREVIEW = re.compile(r"(?P<key>.+)[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][^+%]+"
                             r"[+%]compressed\.webp")
 
@@ -48,15 +49,18 @@ class MlflowTracker(NullTracker):
 
     Logging is idempotent: a metric value already stored at its step, or a ``key``/``step`` image,
     is not logged again, so a run resumed after a kill can re-log its epochs without duplicates.
-    A locked SQLite store is waited for (``Retrying``); any other failure is logged once as an
-    ERROR, every later call is skipped, and ``finish`` reports the run as incomplete, not closed.
+    A locked SQLite store is waited for (``Retrying``). Any other failure is logged once as an
+    ERROR; from then on calls are kept, in order, and tried again every ``RESEND_AFTER`` seconds
+    (a tracking server restarting), against what the store then holds, so each value lands once.
+    ``finish`` tries once more, then reports a run it could not complete, and does not close it.
     """
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path):
         self.uri = uri
         self.run_id = None
         self.failure: str | None = None
-        self._skipped = 0
+        self._pending: list[tuple[str, Callable[[], Any]]] = []
+        self._resend_at = 0.0
         self._fresh = False  # a run this tracker created holds nothing yet: no need to look
         self._logged: dict[str, set[tuple[int, float]]] = {}
         self._images: set[tuple[str, int]] | None = None
@@ -64,16 +68,18 @@ class MlflowTracker(NullTracker):
         try:
             self.experiment_id = self._experiment(experiment, artifact_root)
         except Exception as err:
-            raise UserError(f"MLflow tracking store {uri} has no usable experiment '{experiment}' "
-                            f"({type(err).__name__}: {first_line(err)}); fix tracking.experiment "
-                            "or tracking.uri") from None
+            raise UserError(f"MLflow tracking store {redact(uri)} has no usable experiment "
+                            f"'{experiment}' ({type(err).__name__}: {redact(first_line(err))}); fix "
+                            "tracking.experiment or tracking.uri") from None
 
     def _experiment(self, name: str, artifact_root: Path) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp:
             return exp.experiment_id
         try:
-            return self.client.create_experiment(name, artifact_location=artifact_root.resolve().as_uri())
+            # A tracking server keeps the artifacts it serves: a local folder would be this machine's.
+            location = None if is_http(self.uri) else artifact_root.resolve().as_uri()
+            return self.client.create_experiment(name, artifact_location=location)
         except Exception:  # another process (a queued experiment) created it first
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
@@ -81,7 +87,7 @@ class MlflowTracker(NullTracker):
             return exp.experiment_id
 
     def start(self, params: dict, tags: dict, run_id: str | None = None) -> str | None:
-        return self._call("start", self._start, params, tags, run_id)
+        return self._call("start", lambda: self._start(params, tags, run_id))
 
     def _start(self, params: dict, tags: dict, run_id: str | None) -> str:
         from mlflow.entities import Param, RunTag
@@ -119,13 +125,14 @@ class MlflowTracker(NullTracker):
             return False
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._call("log_metrics", self._log, [(k, v, step) for k, v in metrics.items()])
+        triples = [(k, v, step) for k, v in metrics.items()]
+        self._call("log_metrics", lambda: self._log(triples))
 
     def log_rows(self, rows: list[dict[str, float]], step_key: str, columns: tuple[str, ...],
                  prefix: str = "") -> None:
         triples = [(prefix + k, row[k], int(row[step_key])) for row in rows for k in columns
                    if row.get(k) is not None]
-        self._call("log_rows", self._log, triples)
+        self._call("log_rows", lambda: self._log(triples))
 
     def _log(self, triples: list[tuple[str, float, int]]) -> None:
         from mlflow.entities import Metric
@@ -145,7 +152,7 @@ class MlflowTracker(NullTracker):
         return self._logged[key]
 
     def log_image(self, image: Any, key: str, step: int) -> None:
-        self._call("log_image", self._log_image, image, key, step)
+        self._call("log_image", lambda: self._log_image(image, key, step))
 
     def _log_image(self, image: Any, key: str, step: int) -> None:
         if self._images is None:
@@ -165,39 +172,66 @@ class MlflowTracker(NullTracker):
         return found
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._call("log_text", self.client.log_text, self.run_id, text, artifact_file)
+        self._call("log_text", lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self._call("log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
+        self._call("log_artifact",
+                   lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self._call("set_tags", self._set_tags, tags)
+        self._call("set_tags", lambda: self._set_tags(tags))
 
     def _set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
 
     def finish(self, status: str = "FINISHED") -> None:
-        if self.failure is None:
-            self._call("finish", self.client.set_terminated, self.run_id, status=status)
-        if self.failure is not None:
-            log.error("MLflow run %s in %s is incomplete and left unfinished: tracking stopped at %s; "
-                      "%d later call(s) were skipped. The stage's outputs and checkpoints are complete",
-                      self.run_id, self.uri, self.failure, self._skipped)
-            self._skipped = 0
+        self._resend_at = 0.0  # the last chance: try the store whatever the interval
+        self._call("finish", lambda: self.client.set_terminated(self.run_id, status=status))
+        if self._pending:
+            log.error("MLflow run %s in %s is incomplete and left unfinished: tracking stopped at %s, "
+                      "and %d call(s) from then on were not sent. The stage's outputs and checkpoints "
+                      "are complete; once the store answers, re-send the run with `dvc repro --force "
+                      "--single-item train` (same params: it resumes the finished checkpoint and logs "
+                      "only what the run lacks)", self.run_id, redact(self.uri), self.failure,
+                      len(self._pending))
+            self._pending = []
 
-    def _call(self, what: str, func, *args, **kwargs):
-        """``func(*args, **kwargs)``, or None once the store has failed."""
-        if self.failure is not None:
-            self._skipped += 1
+    def _call(self, what: str, func: Callable[[], Any]) -> Any:
+        """``func()``; None, and ``func`` kept for later, while the store fails."""
+        if self._pending and not self._resend():
+            self._pending.append((what, func))
             return None
         try:
-            return func(*args, **kwargs)
+            return func()
         except Exception as err:  # whatever the store raises, training must go on
-            self.failure = f"{what} ({root_cause(err)})"
-            log.error("MLflow tracking store %s failed in %s; tracking is off for the rest of "
-                      "this stage, which carries on and writes its outputs", self.uri, self.failure)
+            self.failure = f"{what} ({redact(root_cause(err))})"
+            log.error("MLflow tracking store %s failed in %s; this stage carries on and writes its "
+                      "outputs, and tries the store again every %.0f s", redact(self.uri),
+                      self.failure, RESEND_AFTER)
+            self._pending.append((what, func))
+            self._resend_at = time.monotonic() + RESEND_AFTER
             return None
+
+    def _resend(self) -> bool:
+        """Send the kept calls in order if it is time to try; whether none is left."""
+        if time.monotonic() < self._resend_at:
+            return False
+        # A failed call may have reached the store before its answer was lost: from now on the
+        # checks against duplicates ask the store what it holds.
+        self._fresh, self._logged, self._images = False, {}, None
+        count = len(self._pending)
+        while self._pending:
+            try:
+                self._pending[0][1]()
+            except Exception:
+                self._resend_at = time.monotonic() + RESEND_AFTER
+                return False
+            self._pending.pop(0)
+        log.warning("MLflow tracking store %s answers again: re-sent the %d call(s) kept since %s",
+                    redact(self.uri), count, self.failure)
+        self.failure = None
+        return True
 
 
 def make_tracker(cfg: TrackingConfig) -> NullTracker:

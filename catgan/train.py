@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from catgan import checkpoint
 from catgan.codedeps import ROOT, closure
@@ -153,6 +154,8 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
         # history again; the tracker skips every value the run already holds.
         tracker.log_rows(result.history, "epoch", HISTORY_COLUMNS[1:])
         tracker.log_rows(result.steps, "step", COLUMNS, prefix="step_")
+        if dist.main:
+            _relog_grids(grid_dir, result.resumed_from, tracker)
     else:
         if dist.main:
             shutil.rmtree(grid_dir, ignore_errors=True)
@@ -367,3 +370,12 @@ def _save_grid(nets: _Nets, fixed_z, grid_dir: Path, epoch: int, tracker: NullTr
     if nets.dist.main:
         save_png(image, grid_dir / f"epoch_{epoch:03d}.png")
         tracker.log_image(image, key="samples", step=epoch)
+
+
+def _relog_grids(grid_dir: Path, last_epoch: int, tracker: NullTracker) -> None:
+    """The saved grids again, for a run whose store missed some (the tracker skips the others)."""
+    for epoch in range(last_epoch + 1):
+        path = grid_dir / f"epoch_{epoch:03d}.png"
+        if path.is_file():
+            with Image.open(path) as image:
+                tracker.log_image(image.convert("RGB"), key="samples", step=epoch)

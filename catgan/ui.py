@@ -71,15 +71,15 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def _check_port(host: str, port: int) -> int:
+def _check_port(host: str, port: int, what: str = "the MLflow UI", var: str = "UI_PORT") -> int:
     """Fail now rather than after the server's slow start: on a taken port it even exits with 0."""
     with socket.socket(_family(host)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
         try:
             sock.bind((host, port))
         except OSError as err:
-            raise UserError(f"cannot serve the MLflow UI on {host}:{port} ({err.strerror}); stop what "
-                            "uses that port or pick another with UI_PORT=<port>") from None
+            raise UserError(f"cannot serve {what} on {host}:{port} ({err.strerror}); stop what "
+                            f"uses that port or pick another with {var}=<port>") from None
     return port
 
 

@@ -85,3 +85,10 @@ def test_readme_documents_every_params_key():
     readme = (ROOT / "README.md").read_text()
     missing = [key for key in flatten(Params()) if f"`{key}`" not in readme]
     assert not missing, f"README.md's parameter table lacks {missing}"
+
+
+def test_a_password_in_tracking_uri_is_refused_without_echoing_it():
+    with pytest.raises(UserError) as err:
+        parse_params({"tracking": {"uri": "http://user:pl4nted-pw@127.0.0.1:5000"}})
+    assert "MLFLOW_TRACKING_PASSWORD" in str(err.value) and "pl4nted-pw" not in str(err.value)
+    assert parse_params({"tracking": {"uri": "http://127.0.0.1:5000"}}).tracking.uri

@@ -48,7 +48,7 @@ def test_train_stage_outlives_its_store_folder_being_deleted(tmp_path):
         assert torch.load(project / "models" / name, weights_only=True)
 
 
-def test_after_the_first_failure_every_call_is_skipped_and_finish_reports_it(tmp_path, caplog):
+def test_after_a_failure_calls_are_kept_and_finish_reports_those_never_sent(tmp_path, caplog):
     store = tmp_path / "store"
     store.mkdir()
     uri = f"sqlite:///{empty_store(store)}"
@@ -69,6 +69,6 @@ def test_after_the_first_failure_every_call_is_skipped_and_finish_reports_it(tmp
     assert errors[0].startswith(f"MLflow tracking store {uri} failed in log_metrics (OperationalError: ")
     assert errors[1].startswith(f"MLflow run {run_id} in {uri} is incomplete and left unfinished: "
                                 "tracking stopped at log_metrics")
-    assert "5 later call(s) were skipped" in errors[1]
+    assert "7 call(s) from then on were not sent" in errors[1]
     assert tracker.run_id == run_id and tracker.failure.startswith("log_metrics")
     assert not Path(store).exists()  # nothing re-created the vanished store

@@ -1,0 +1,257 @@
+"""A team's MLflow tracking server: PostgreSQL as its store, artifacts served through it.
+
+``python -m catgan.server start|stop`` (``make server``, ``make server-stop``). Everything lives in
+one folder (default ``.server/`` at the project root): the PostgreSQL cluster, the served artifacts,
+the logs, and the pid file of the MLflow server, so that stop ends exactly what start began.
+PostgreSQL refuses to run as root: as root its commands run as the user ``postgres`` that Debian's
+package creates, which then owns the cluster's folder.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from catgan.config import project_root
+from catgan.errors import UserError, cli_entry
+from catgan.fileio import write_text
+from catgan.ui import _check_port, _client_host, _free_port
+
+USER, DATABASE = "catgan", "mlflow"
+_PG_USER = "postgres"
+_STOP_TIMEOUT = 15.0
+_INSTALL = "install it with `apt-get install postgresql`"
+
+
+def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 2,
+          timeout: float = 120) -> str:
+    """PostgreSQL (initialised on first use), its database, then the MLflow server; its URL."""
+    folder = folder.resolve()
+    if _mlflow_pid(folder):
+        raise UserError(f"an MLflow server from {folder} is already running (pid "
+                        f"{_mlflow_pid(folder)}); stop it first with `make server-stop`")
+    _check_port(host, port, "the MLflow server", "SERVER_PORT")
+    pg_port = _start_postgres(folder)
+    _create_database(folder, pg_port)
+    artifacts = folder / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
+           "--backend-store-uri", f"postgresql+psycopg2://{USER}@127.0.0.1:{pg_port}/{DATABASE}",
+           "--serve-artifacts", "--artifacts-destination", str(artifacts),
+           "--host", host, "--port", str(port), "--workers", str(workers)]
+    env = {**os.environ, "PGPASSFILE": str(folder / "pgpass"),
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(folder / "mlflow.log", "ab") as log:
+        # Its own session: stop signals its whole group (the workers) and nothing else.
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    write_text(folder / "mlflow.pid", f"{proc.pid}\n")
+    url = f"http://{_client_host(host)}:{port}"
+    try:
+        _wait_healthy(url, proc, folder / "mlflow.log", timeout)
+    except BaseException:
+        stop(folder)
+        raise
+    return url
+
+
+def stop(folder: Path) -> bool:
+    """Stop the MLflow server and PostgreSQL started from ``folder``; whether either was running."""
+    folder = folder.resolve()
+    pid = _mlflow_pid(folder)
+    if pid:
+        _stop_group(pid)
+    (folder / "mlflow.pid").unlink(missing_ok=True)
+    cluster = folder / "postgres"
+    running = cluster.is_dir() and _pg(folder, "pg_ctl", "-D", str(cluster), "status", check=False).returncode == 0
+    if running:
+        _pg(folder, "pg_ctl", "-D", str(cluster), "-m", "fast", "-w", "-t", "60", "stop")
+    return bool(pid) or running
+
+
+def _start_postgres(folder: Path) -> int:
+    """The cluster's port, after initialising and starting it as needed."""
+    cluster = folder / "postgres"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (cluster / "PG_VERSION").is_file():
+        _init_cluster(folder, cluster)
+    if _pg(folder, "pg_ctl", "-D", str(cluster), "status", check=False).returncode == 0:
+        return int((cluster / "postmaster.pid").read_text().splitlines()[3])
+    port = _free_port("127.0.0.1")
+    # TCP on loopback only, no Unix socket: its path would have to fit in 107 bytes.
+    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
+    _pg(folder, "pg_ctl", "-D", str(cluster), "-l", str(cluster / "server.log"), "-o", options,
+        "-w", "-t", "60", "start")
+    return port
+
+
+def _init_cluster(folder: Path, cluster: Path) -> None:
+    """A new cluster whose one user has a random password, kept in a libpq password file."""
+    shutil.rmtree(cluster, ignore_errors=True)  # a half-made one from an interrupted start
+    cluster.mkdir(mode=0o700)
+    password = secrets.token_hex(16)
+    pwfile = folder / "postgres.pw"
+    write_text(pwfile, password + "\n")
+    try:
+        for path in (cluster, pwfile):
+            _give_to_postgres(path)
+        _pg(folder, "initdb", "-D", str(cluster), "-U", USER, "--auth=scram-sha-256",
+            f"--pwfile={pwfile}", "-E", "UTF8", "--no-instructions")
+    finally:
+        pwfile.unlink(missing_ok=True)
+    pgpass = folder / "pgpass"
+    write_text(pgpass, f"127.0.0.1:*:*:{USER}:{password}\n")
+    pgpass.chmod(0o600)  # libpq ignores a password file others can read
+
+
+def _create_database(folder: Path, pg_port: int) -> None:
+    import psycopg2
+
+    os.environ["PGPASSFILE"] = str(folder / "pgpass")
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", port=pg_port, user=USER, dbname="postgres",
+                                connect_timeout=30)
+    except psycopg2.Error as err:
+        raise UserError(f"cannot connect to the PostgreSQL of {folder} on port {pg_port} "
+                        f"({str(err).strip().splitlines()[0]}); see {folder / 'postgres'}/server.log"
+                        ) from None
+    conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction (nor `with conn`)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+            if cur.fetchone() is None:
+                cur.execute(f"CREATE DATABASE {DATABASE}")
+    finally:
+        conn.close()
+
+
+def _pg(folder: Path, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [str(_pg_bin() / tool), *args]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", _PG_USER, "--", *cmd]
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+        raise UserError(f"PostgreSQL's {tool} failed for {folder} ({lines[-1]}); see "
+                        f"{folder / 'postgres'}/server.log")
+    return proc
+
+
+def _pg_bin() -> Path:
+    """The folder of initdb and pg_ctl: on PATH, else Debian's newest /usr/lib/postgresql/N/bin."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                    key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    if not debian:
+        raise UserError(f"the PostgreSQL server (initdb, pg_ctl) is not installed here; {_INSTALL}")
+    return debian[-1].parent
+
+
+def _give_to_postgres(path: Path) -> None:
+    """As root, hand ``path`` to the user PostgreSQL runs as, and check that it can reach it."""
+    if os.geteuid() != 0:
+        return
+    try:
+        user = pwd.getpwnam(_PG_USER)
+    except KeyError:
+        raise UserError(f"PostgreSQL refuses to run as root and there is no user '{_PG_USER}' to run "
+                        f"it as; {_INSTALL} (it creates that user) or run as another user") from None
+    os.chown(path, user.pw_uid, user.pw_gid)
+    reach = subprocess.run(["runuser", "-u", _PG_USER, "--", "test", "-r", str(path)],
+                           capture_output=True, timeout=30)
+    if reach.returncode != 0:
+        raise UserError(f"PostgreSQL runs as user '{_PG_USER}' here (it refuses root), and that user "
+                        f"cannot reach {path}; let it through the parent folders (chmod o+x) or "
+                        "choose a folder it can reach with SERVER_DIR=<folder>")
+
+
+def _mlflow_pid(folder: Path) -> int | None:
+    """The pid in the pid file, if that process is still an MLflow server (pids get reused)."""
+    try:
+        pid = int((folder / "mlflow.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if any(part.endswith(b"mlflow") for part in cmdline) and b"server" in cmdline else None
+
+
+def _stop_group(pid: int) -> None:
+    """SIGTERM the server's process group, SIGKILL what is left after a grace period."""
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_TIMEOUT
+    while _group_alive(pid):
+        if time.monotonic() > deadline:
+            _signal_group(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.waitpid(group, os.WNOHANG)  # our own child when the caller started it: reap it
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"the MLflow server ({url}) exited with code {proc.returncode} while "
+                            f"starting; see {log}")
+        try:
+            with opener.open(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise UserError(f"the MLflow server ({url}) did not answer within {timeout:.0f} s; see {log}")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m catgan.server", description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=("start", "stop"))
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="the server's folder (default: .server at the project root)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5000, help="port to serve on (default: 5000)")
+    parser.add_argument("--workers", type=int, default=2, help="MLflow server worker processes")
+    args = parser.parse_args(argv)
+    folder = args.dir or project_root() / ".server"
+    if args.action == "start":
+        url = start(folder, args.host, args.port, args.workers)
+        print(f"MLflow server at {url} (PostgreSQL store and artifacts in {folder}); point runs at "
+              f"it with MLFLOW_TRACKING_URI={url}; `make server-stop` stops it", flush=True)
+    elif stop(folder):
+        print(f"stopped the MLflow server and PostgreSQL of {folder}")
+    else:
+        print(f"no MLflow server or PostgreSQL of {folder} was running")
+
+
+if __name__ == "__main__":
+    main()

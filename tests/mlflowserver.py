@@ -1,0 +1,126 @@
+"""The team server of `make server` (catgan.server) for the tests, and its REST API read plainly."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from catgan import server
+from catgan.ui import _free_port
+
+MARK = "c4tg4nSECRET"
+PASSWORD = f"{MARK}-tracking-password-4e1f9a27"
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+
+
+@contextmanager
+def team_server() -> Iterator[tuple[str, Path]]:
+    """PostgreSQL and the MLflow server started as `make server` starts them, on a free port, in a
+    folder of their own; then stopped, and checked gone. Yields the URL and the folder."""
+    # Not pytest's tmp_path: as root, PostgreSQL runs as user postgres, which cannot enter it (0700).
+    folder = Path(tempfile.mkdtemp(prefix="catgan-server-"))
+    folder.chmod(0o755)
+    try:
+        url = server.start(folder, port=_free_port("127.0.0.1"), workers=2)
+        mlflow_pid, pg_pid = mlflow_pid_of(folder), postmaster_pid(folder)
+        try:
+            yield url, folder
+        finally:
+            server.stop(folder)
+        assert not alive(mlflow_pid) and not alive(pg_pid) and not alive(postmaster_pid(folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def mlflow_pid_of(folder: Path) -> int:
+    return int((folder / "mlflow.pid").read_text())
+
+
+def postmaster_pid(folder: Path) -> int:
+    pidfile = folder / "postgres" / "postmaster.pid"
+    return int(pidfile.read_text().split()[0]) if pidfile.is_file() else 0
+
+
+def alive(pid: int) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def kill_mlflow(folder: Path) -> None:
+    """SIGKILL the MLflow server's process group by its pid file, as a crash would; PostgreSQL stays."""
+    pid = mlflow_pid_of(folder)
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not server._group_alive(pid):  # which reaps it: this test process started it
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the MLflow server's group {pid} outlived SIGKILL")
+
+
+def api(url: str, endpoint: str, **query) -> dict:
+    """GET /api/2.0/mlflow/<endpoint>?<query>, as JSON."""
+    with _OPENER.open(f"{url}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}",
+                      timeout=60) as response:
+        return json.load(response)
+
+
+def search_runs(url: str, experiment: str = "catgan") -> list[dict]:
+    exp = api(url, "experiments/get-by-name", experiment_name=experiment)["experiment"]
+    body = json.dumps({"experiment_ids": [exp["experiment_id"]], "max_results": 1000}).encode()
+    request = urllib.request.Request(f"{url}/api/2.0/mlflow/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with _OPENER.open(request, timeout=60) as response:
+        return json.load(response).get("runs", [])
+
+
+def assert_complete(url: str, run_id: str, epochs: int, steps: int, evaluated: bool = False) -> dict:
+    """The run is FINISHED and holds each epoch's and each step's values exactly once, and one
+    sample grid per epoch (0 = before training); returns the run."""
+    run = api(url, "runs/get", run_id=run_id)["run"]
+    assert run["info"]["status"] == "FINISHED", run["info"]
+    keys = {m["key"] for m in run["data"]["metrics"]}
+    assert {"loss_d", "loss_g", "swd_avg", "step_loss_d"} <= keys, keys
+    for key in sorted(keys):
+        history = api(url, "metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
+        expected = ([epochs] if key.startswith("eval.") else
+                    list(range(1, steps + 1)) if key.startswith("step_") else
+                    list(range(1, epochs + 1)))
+        assert sorted(m["step"] for m in history) == expected, (key, history)
+    if evaluated:
+        assert any(k.startswith("eval.") for k in keys), keys
+    names = [Path(f["path"]).name for f in artifacts(url, run_id, "images")]
+    previews, pngs = ([int(n.split("+step+")[1].split("+")[0]) for n in names
+                       if n.startswith("samples+step+") and n.endswith(suffix)]
+                      for suffix in ("+compressed.webp", ".png"))
+    # A grid counts once its preview, written last, is there; a server killed between the two
+    # uploads leaves a lone PNG beside the complete re-sent pair.
+    assert sorted(previews) == list(range(epochs + 1)) == sorted(set(pngs)), names
+    return run
+
+
+def artifacts(url: str, run_id: str, path: str = "") -> list[dict]:
+    return api(url, "artifacts/list", run_id=run_id, path=path).get("files", [])
+
+
+def secret_uri(url: str) -> str:
+    """``url`` with a planted user and password: the server has no auth, so it takes them."""
+    return url.replace("http://", f"http://c4tg4n-user:{PASSWORD}@", 1)
+
+
+def files_holding_mark(*folders: Path, skip: frozenset[Path] = frozenset()) -> list[str]:
+    return [str(p) for folder in folders for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.is_symlink() and p not in skip and MARK.encode() in p.read_bytes()]
