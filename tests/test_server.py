@@ -27,7 +27,7 @@ def cli(project: Path, uri: str, *cmd: str, timeout: int = 600) -> str:
     return proc.stdout
 
 
-def test_two_queued_experiments_run_two_at_a_time_land_whole_on_the_server_and_no_password_leaks(tmp_path):
+def test_two_experiments_queued_with_j2_land_whole_on_the_server_and_no_password_leaks(tmp_path):
     project = clone_project(tmp_path / "catgan", SETTINGS)
     with team_server() as (url, folder):
         uri = secret_uri(url)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflowserver import (MARK, artifacts, assert_complete, files_holding_mark, kill_mlflow,
                           search_runs, secret_uri, team_server)
-from stagerun import make_project, ok, run, start, wait_until
+from stagerun import make_project, ok, run, run_side_by_side, start, wait_until
 
 from catgan import checkpoint, server
 
@@ -45,6 +45,22 @@ def train_project(dest: Path, data: Path, uri: str) -> Path:
 
 def run_id_of(project: Path) -> str:
     return json.loads((project / "models" / "run.json").read_text())["mlflow_run_id"]
+
+
+def test_two_train_stages_logging_at_the_same_time_both_land_whole(tmp_path, team, data):
+    """The queue test cannot make DVC's two workers overlap; two stage processes side by side do."""
+    url, _ = team
+    projects = [make_project(tmp_path / variant, {"model": {"variant": variant},
+                                                  "train": {"epochs": EPOCHS},
+                                                  "tracking": {"enabled": True, "uri": url}},
+                             data=data) for variant in ("baseline", "fused")]
+    for done in run_side_by_side([(project, "train") for project in projects]):
+        ok(done)
+    runs = {run["info"]["run_id"]: run["info"] for run in search_runs(url)}
+    spans = [(runs[run_id_of(p)]["start_time"], runs[run_id_of(p)]["end_time"]) for p in projects]
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans  # at once
+    for project in projects:
+        assert_complete(url, run_id_of(project), EPOCHS, EPOCHS * STEPS_PER_EPOCH)
 
 
 def test_a_server_killed_and_started_again_mid_run_ends_with_every_value_once(tmp_path, team, data):
