@@ -70,15 +70,16 @@ def read_json(path: Path, stage: str) -> dict:
 
 
 def read_run(models: Path) -> dict:
-    """``models/run.json``: the MLflow run id, variant, seed and epochs of the trained models."""
+    """``models/run.json``: the MLflow run id, variant, latent size, seed and epochs of the models."""
     return read_json(models / "run.json", "train")
 
 
 def write_train_outputs(result: "TrainResult", grid_dir: Path, *, models: Path, metrics: Path,
-                        samples: Path, variant: str, seed: int) -> None:
+                        samples: Path, variant: str, latent_dim: int, seed: int) -> None:
     save_state_dict(result.generator, models / "generator.pt")
     save_state_dict(result.discriminator, models / "discriminator.pt")
-    write_json(models / "run.json", {"mlflow_run_id": result.run_id, "variant": variant, "seed": seed,
+    write_json(models / "run.json", {"mlflow_run_id": result.run_id, "variant": variant,
+                                     "latent_dim": latent_dim, "seed": seed,
                                      "epochs": len(result.history)})
     final = result.history[-1]
     write_json(metrics / "train.json", {k: final[k] for k in ("epoch", *COLUMNS)})
