@@ -28,6 +28,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", nargs=2, metavar=("FIRST", "SECOND"),
                    help="the two variants to compare when runs hold more (default: baseline first)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
+    p.add_argument("--register", action="store_true",
+                   help="also register each variant's best run (lowest eval.swd.swd_avg, among "
+                        "finished MLflow runs with a logged generator) as catgan-<variant>, alias "
+                        "best: catgan sample models:/catgan-fused@best draws from it")
     p.set_defaults(run=_compare)
 
 
@@ -55,6 +59,10 @@ def _compare(args: argparse.Namespace) -> None:
     print(render.render_text(summary))
     paths = render.save(summary, args.out)
     print("wrote " + ", ".join(str(p) for p in paths))
+    if args.register:
+        from catgan.compare.register import register_best
+
+        print("\n".join(register_best(*_tracking(args))))
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:

@@ -6,8 +6,10 @@ MLflow models are torch.export archives that MLflow checks for pickles before lo
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -168,6 +170,28 @@ def from_registry(uri_text: str, uri: str) -> Trained:
                                      f"{version.run_id})", uri)
 
 
+def has_model(client, run_id: str) -> bool:
+    return any(f.path.endswith("/MLmodel") for f in client.list_artifacts(run_id, MODEL_PATH))
+
+
+@contextlib.contextmanager
+def _mlflow_settings():
+    """No download progress bar (noise around our one line), and no pickled model loaded:
+    MLflow loads them by default, and then checks pt2 archives for pickles only when told to."""
+    settings = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
+
+
 def _load_logged(client, run, where: str, uri: str) -> Trained:
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
@@ -175,15 +199,12 @@ def _load_logged(client, run, where: str, uri: str) -> Trained:
 
     variant = run.data.params.get("model.variant")
     latent_dim = int(run.data.params.get("model.latent_dim", 0))
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = client.download_artifacts(run.info.run_id, MODEL_PATH, tmp)
-        except Exception:
-            local = None
-        if local is None or not (Path(local) / "MLmodel").is_file():
-            raise UserError(f"{where} in {uri} holds no '{MODEL_PATH}' model (trained before "
-                            "models were logged, or not finished); sample its DVC experiment "
-                            "or models/ folder instead")
+    if not has_model(client, run.info.run_id):
+        raise UserError(f"{where} in {uri} holds no '{MODEL_PATH}' model (trained before models "
+                        "were logged, or not finished); sample its DVC experiment or models/ "
+                        "folder instead")
+    with tempfile.TemporaryDirectory() as tmp, _mlflow_settings():
+        local = client.download_artifacts(run.info.run_id, MODEL_PATH, tmp)
         signature = Model.load(local).signature
         size = signature.inputs.inputs[0].shape[-1] if signature and signature.inputs else None
         if variant not in VARIANTS or size != latent_dim:
