@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TINY, clone_project, env, merge, sh
@@ -53,6 +54,42 @@ def test_exp_run_fused_reruns_only_train_evaluate_plot(project, reproduced):
     assert diff["params"]["params.yaml"]["model.variant"]["new"] == "fused"
     metrics_diff = sh(project, "dvc", "metrics", "diff", "HEAD", "fused-exp")
     assert "swd.swd_avg" in metrics_diff and "metrics/eval.json" in metrics_diff
+
+
+def test_sample_reads_an_experiment_from_the_cache_and_its_mlflow_run_draws_the_same(
+        project, reproduced, tmp_path):
+    """Runs before the queued sweep, which empties the MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    from test_sample import pixels
+
+    if "fused-exp" not in sh(project, "dvc", "exp", "list", "--name-only"):
+        sh(project, "dvc", "exp", "run", "--name", "fused-exp", "-S", "model.variant=fused")
+    # The workspace holds fused-exp's outputs (exp run applies them): hide them, so that only
+    # the DVC cache can give the experiment's generator, and see that nothing brings them back.
+    status = sh(project, "git", "status", "--porcelain")
+    (project / "models").rename(project / "models-hidden")
+    try:
+        out = sh(project, "catgan", "sample", "fused-exp", "-n", "3", "--out", str(tmp_path / "exp"))
+        assert not (project / "models").exists()
+    finally:
+        (project / "models-hidden").rename(project / "models")
+    assert sh(project, "git", "status", "--porcelain") == status
+    assert out.startswith("sampling DVC experiment fused-exp (") and ": fused," in out, out
+    sh(project, "catgan", "sample", "-n", "3", "--out", str(tmp_path / "ws"))
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("catgan").experiment_id],
+                                "tags.dvc_exp_name = 'fused-exp'")
+    assert run.info.run_name == "fused-exp"
+    sh(project, "catgan", "sample", run.info.run_id, "-n", "3", "--out", str(tmp_path / "run"))
+    for name in (f"sample_{i:03d}.png" for i in range(3)):
+        exp = pixels(tmp_path / "exp" / name)
+        np.testing.assert_array_equal(exp, pixels(tmp_path / "run" / name))
+        np.testing.assert_array_equal(exp, pixels(tmp_path / "ws" / name))
+    proc = subprocess.run(["catgan", "sample", "no-such-exp"], cwd=project, env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "'no-such-exp' is not a folder" in proc.stderr and "nor a DVC experiment" in proc.stderr
 
 
 def test_plots_diff_between_experiments_holds_both_runs(project, reproduced):
