@@ -96,9 +96,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nearest", action="store_true",
                    help="also write nearest.png: each image beside the training image nearest to "
                         "it in pixel L2, the check that a GAN did not memorise its data")
-    p.add_argument("--data", type=Path, default=Path("data/prepared/images.npy"),
-                   help="training images for --nearest (default: data/prepared/images.npy in "
-                        "--repo)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="training images for --nearest (default: a DVC experiment's own "
+                        "data/prepared/images.npy from the cache, else the one in --repo)")
     p.add_argument("--repo", type=Path, default=Path("."),
                    help="the git+DVC project (default: the current folder)")
     p.add_argument("--tracking-uri", default=None,
@@ -109,6 +109,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     from catgan import sample
+    from catgan.data.preprocess import load_images
     from catgan.errors import UserError
     from catgan.trained import open_trained
 
@@ -124,8 +125,12 @@ def _sample(args: argparse.Namespace) -> None:
         frames = sample.interpolate(trained, args.num, args.interpolate, args.seed)
         written.append(sample.write_gif(frames, args.out / "interpolation.gif", args.fps))
     if args.nearest:
-        data = args.data if args.data.is_absolute() else args.repo / args.data
-        path, summary = sample.write_nearest(images, data, args.out / "nearest.png")
+        if args.data is None and trained.training_data:
+            train, data = trained.training_data()
+        else:
+            data = args.data or args.repo / "data/prepared/images.npy"
+            train = load_images(data)
+        path, summary = sample.write_nearest(images, train, data, args.out / "nearest.png")
         written.append(path)
         print(summary)
     shown = written if len(written) <= 4 else [*written[:2], "...", written[-1]]

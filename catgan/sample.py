@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from catgan.data.preprocess import load_images
 from catgan.fileio import atomic_path
 from catgan.imagemodel import latents
 from catgan.images import grid_image, save_png
@@ -89,10 +88,10 @@ def nearest(samples: torch.Tensor, train: np.ndarray) -> tuple[np.ndarray, np.nd
     return index.numpy(), (best.clamp(min=0) / flat.shape[1]).sqrt().numpy()
 
 
-def write_nearest(samples: torch.Tensor, data: Path, path: Path) -> tuple[Path, str]:
-    """The sheet of pairs, four to a row: each sample, then its nearest training image; and a
-    line on how near they are."""
-    train = load_images(data)
+def write_nearest(samples: torch.Tensor, train: np.ndarray, data: str,
+                  path: Path) -> tuple[Path, str]:
+    """The sheet of pairs, four to a row: each sample, then its nearest image in ``train`` (read
+    from ``data``); and a line on how near they are."""
     index, rms = nearest(samples, train)
     pairs = torch.stack([samples, torch.from_numpy(np.ascontiguousarray(train[index]))], dim=1)
     save_png(grid_image(pairs.reshape(-1, *samples.shape[1:]), nrow=8), path)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from catgan.config import VARIANTS
@@ -29,12 +30,15 @@ MODEL_PATH = "generator"  # the artifact path of the MLflow model in each run
 
 @dataclass
 class Trained:
-    """``images(z)``: N x latent_dim float32 latents to N x 3 x 64 x 64 uint8 images."""
+    """``images(z)``: N x latent_dim float32 latents to N x 3 x 64 x 64 uint8 images;
+    ``training_data()``: the prepared images it was trained on and where they are, when the
+    source knows them (a DVC experiment does)."""
 
     images: Callable[[torch.Tensor], torch.Tensor]
     variant: str
     latent_dim: int
     where: str
+    training_data: Callable[[], tuple[np.ndarray, str]] | None = None
 
 
 def open_trained(source: str, repo: Path, tracking_uri: Callable[[], str]) -> Trained:
@@ -75,7 +79,23 @@ def from_experiment(repo: Path, name: str) -> Trained:
         raise UserError(f"{where}: cannot read its models/ from the DVC cache "
                         f"({type(err).__name__}: {str(err).strip().splitlines()[0]}); "
                         "was it run on this machine?") from None
-    return from_files(weights, run, where)
+    trained = from_files(weights, run, where)
+    trained.training_data = lambda: (_cached_images(repo, rev, where), f"{where}'s {PREPARED}")
+    return trained
+
+
+PREPARED = "data/prepared/images.npy"
+
+
+def _cached_images(repo: Path, rev: str, where: str) -> np.ndarray:
+    import dvc.api
+
+    try:
+        raw = dvc.api.read(PREPARED, repo=str(repo), rev=rev, mode="rb")
+    except Exception as err:  # as above
+        raise UserError(f"{where}: cannot read its {PREPARED} from the DVC cache "
+                        f"({type(err).__name__}: {str(err).strip().splitlines()[0]}); pass --data") from None
+    return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
 def experiment_rev(repo: Path, name: str) -> str:
