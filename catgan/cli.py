@@ -69,10 +69,11 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample", help="new images from a trained generator: PNGs, a grid, a latent walk",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Draws images from a trained generator. Like training, it normalises with the "
-                    "batch's statistics (BatchNorm in train mode, running statistics unused), so "
-                    "each image depends on the whole batch it is drawn in: the same source, "
-                    "--seed and -n give the same pixels, and another -n gives other images.",
+        description="Draws images from a trained generator, on the CPU.\n\n"
+                    "Like training, it normalises with the batch's statistics (BatchNorm as in\n"
+                    "train mode; running statistics unused), so each image depends on the whole\n"
+                    "batch it is drawn in: the same source, --seed and -n give the same pixels,\n"
+                    "another -n gives other images.",
         epilog="SOURCE is one of:\n"
                "  models                       a folder holding generator.pt and run.json "
                "(default: the workspace's)\n"

@@ -115,8 +115,9 @@ def experiment_rev(repo: Path, name: str) -> str:
         if len(parts) == 5 and parts[4] == name:
             found.append((parts[2] + parts[3] == head, sha))
     if not found:
-        raise UserError(f"{name!r} is not a folder of {repo} nor a DVC experiment there "
-                        "(dvc exp list --all-commits lists them)")
+        raise UserError(f"{name!r} is not a folder of {repo} nor a DVC experiment there; train "
+                        "first (dvc repro), or name a DVC experiment (dvc exp list --all-commits), "
+                        "an MLflow run id or models:/<name>@<alias>")
     found.sort(reverse=True)
     if len(found) > 1 and not found[0][0]:
         raise UserError(f"{len(found)} DVC experiments are named {name!r}, none made from HEAD; "

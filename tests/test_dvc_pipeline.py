@@ -70,12 +70,15 @@ def test_sample_reads_an_experiment_from_the_cache_and_its_mlflow_run_draws_the_
     status = sh(project, "git", "status", "--porcelain")
     (project / "models").rename(project / "models-hidden")
     try:
-        out = sh(project, "catgan", "sample", "fused-exp", "-n", "3", "--out", str(tmp_path / "exp"))
+        out = sh(project, "catgan", "sample", "fused-exp", "-n", "3", "--nearest", "--out",
+                 str(tmp_path / "exp"))
         assert not (project / "models").exists()
     finally:
         (project / "models-hidden").rename(project / "models")
     assert sh(project, "git", "status", "--porcelain") == status
     assert out.startswith("sampling DVC experiment fused-exp (") and ": fused," in out, out
+    assert "(24 in DVC experiment fused-exp (" in out and "'s data/prepared/images.npy)" in out, out
+    assert (tmp_path / "exp" / "nearest.png").is_file()
     sh(project, "catgan", "sample", "-n", "3", "--out", str(tmp_path / "ws"))
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("catgan").experiment_id],

@@ -155,3 +155,12 @@ def test_bad_models_are_one_line_errors(trained, tmp_path, capsys, monkeypatch):
     assert "not a git repository" in one_line_error(capsys, "no-such-exp", "--repo", tmp_path)
     assert "-n must be at least 1" in one_line_error(capsys, models, "-n", 0)
     assert not list(tmp_path.glob("sampled*"))
+
+
+def test_help_says_it_samples_with_batch_statistics(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "normalises with the batch's statistics" in out and "same pixels" in out
+    assert "models:/catgan-fused@best" in out
