@@ -63,7 +63,8 @@ def from_folder(folder: Path) -> Trained:
     except FileNotFoundError as err:
         raise UserError(f"{err.filename}: not found; train first (dvc repro train) or name "
                         "another source") from None
-    return from_files(weights, run, str(folder))
+    params = folder.parent / "params.yaml"
+    return from_files(weights, run, str(folder), params.read_text() if params.is_file() else None)
 
 
 def from_experiment(repo: Path, name: str) -> Trained:
@@ -75,11 +76,12 @@ def from_experiment(repo: Path, name: str) -> Trained:
     try:
         run = json.loads(dvc.api.read("models/run.json", repo=str(repo), rev=rev))
         weights = dvc.api.read("models/generator.pt", repo=str(repo), rev=rev, mode="rb")
+        params = dvc.api.read("params.yaml", repo=str(repo), rev=rev)
     except Exception as err:  # DVC's errors have no common base: a missing cache, a bad lock file
         raise UserError(f"{where}: cannot read its models/ from the DVC cache "
                         f"({type(err).__name__}: {str(err).strip().splitlines()[0]}); "
                         "was it run on this machine?") from None
-    trained = from_files(weights, run, where)
+    trained = from_files(weights, run, where, params)
     trained.training_data = lambda: (_cached_images(repo, rev, where), f"{where}'s {PREPARED}")
     return trained
 
@@ -125,10 +127,18 @@ def experiment_rev(repo: Path, name: str) -> str:
     return found[0][1]
 
 
-def from_files(weights: bytes, run: dict, where: str) -> Trained:
+def from_files(weights: bytes, run: dict, where: str, params_yaml: str | None) -> Trained:
+    """``params_yaml``: the params.yaml beside the models, whose model.latent_dim stands in for
+    run.json's in models trained before run.json recorded it."""
     from catgan.imagemodel import from_state_dict
 
     variant, latent_dim = run.get("variant"), run.get("latent_dim")
+    if latent_dim is None and params_yaml is not None:
+        import yaml
+
+        from catgan.config import parse_params
+
+        latent_dim = parse_params(yaml.safe_load(params_yaml)).model.latent_dim
     if variant not in VARIANTS or not isinstance(latent_dim, int):
         raise UserError(f"{where}: run.json names variant {variant!r} and latent_dim "
                         f"{latent_dim!r}, not a known variant and size; re-run the train stage")
@@ -219,7 +229,7 @@ def _load_logged(client, run, where: str, uri: str) -> Trained:
     from mlflow.models import Model
 
     variant = run.data.params.get("model.variant")
-    latent_dim = int(run.data.params.get("model.latent_dim", 0))
+    latent_dim = run.data.params.get("model.latent_dim")
     if not has_model(client, run.info.run_id):
         raise UserError(f"{where} in {uri} holds no '{MODEL_PATH}' model (trained before models "
                         "were logged, or not finished); sample its DVC experiment or models/ "
@@ -228,7 +238,7 @@ def _load_logged(client, run, where: str, uri: str) -> Trained:
         local = client.download_artifacts(run.info.run_id, MODEL_PATH, tmp)
         signature = Model.load(local).signature
         size = signature.inputs.inputs[0].shape[-1] if signature and signature.inputs else None
-        if variant not in VARIANTS or size != latent_dim:
+        if variant not in VARIANTS or str(size) != latent_dim:
             raise UserError(f"{where}: its model takes latents of size {size}, but the run's "
                             f"params say model.variant {variant!r}, model.latent_dim {latent_dim}; "
                             "is it a catgan generator run?")
@@ -237,4 +247,4 @@ def _load_logged(client, run, where: str, uri: str) -> Trained:
         except MlflowException as err:
             raise UserError(f"{where}: its '{MODEL_PATH}' model cannot be loaded without running "
                             f"pickled code, so it is not loaded ({str(err).splitlines()[0]})") from None
-    return Trained(_no_grad(model), variant, latent_dim, where)
+    return Trained(_no_grad(model), variant, size, where)

@@ -164,3 +164,16 @@ def test_help_says_it_samples_with_batch_statistics(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "normalises with the batch's statistics" in out and "same pixels" in out
     assert "models:/catgan-fused@best" in out
+
+
+def test_models_from_before_run_json_held_the_latent_size_use_params_yaml(trained, tmp_path,
+                                                                          capsys):
+    models, _ = trained
+    (tmp_path / "old").mkdir()
+    old = copy_models(models, tmp_path / "old" / "models", latent_dim=None)
+    assert "latent_dim None" in one_line_error(capsys, old)  # no params.yaml beside it
+    (tmp_path / "old" / "params.yaml").write_text("model:\n  variant: fused\n  latent_dim: 64\n")
+    assert "latent size 64" in one_line_error(capsys, old)
+    (tmp_path / "old" / "params.yaml").write_text("model:\n  variant: fused\n")  # default: 128
+    run(old, "-n", 2, "--out", tmp_path / "out")
+    assert "fused, latent size 128" in capsys.readouterr().out
