@@ -23,6 +23,9 @@ COLUMNS = ("loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm")
 QUALITY = ("swd_avg", "swd_64", "swd_32", "swd_16", "fixed_real_score", "fixed_fake_score",
            "diversity_ratio")
 HISTORY_COLUMNS = ("epoch", *COLUMNS, *QUALITY)
+# Their MLflow keys: the UI groups charts by the part before "/", prefixed groups first, so the
+# training curves come before evaluate's single-point eval.* values.
+EPOCH_KEY, STEP_KEY = "epoch/", "step/"
 
 
 def save_state_dict(module: torch.nn.Module, path: Path) -> None:

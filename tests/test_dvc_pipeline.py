@@ -129,12 +129,13 @@ def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_st
         assert run.info.status == "FINISHED" and run.data.tags["dvc_exp_name"]
         assert "eval.swd.swd_avg" in run.data.metrics
         for col in COLUMNS:  # every value exactly once: nothing lost to a locked database
-            assert [m.step for m in client.get_metric_history(run.info.run_id, col)] == [1], col
-            steps = client.get_metric_history(run.info.run_id, "step_" + col)
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/" + col)] \
+                == [1], col
+            steps = client.get_metric_history(run.info.run_id, "step/" + col)
             assert sorted(m.step for m in steps) == [1, 2], col
         logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "report")}
         assert {"index.html", "losses.png", "scores.png", "samples.mp4"} <= logged
-        times = [m.timestamp for m in client.get_metric_history(run.info.run_id, "step_loss_d")]
+        times = [m.timestamp for m in client.get_metric_history(run.info.run_id, "step/loss_d")]
         spans.append((run.info.start_time, max(times)))
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"the two runs did not overlap, so nothing ran at once: {spans}"

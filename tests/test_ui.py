@@ -151,7 +151,7 @@ def check_pages(url: str, browser: Path, store: str, experiment_id: str,
             run_page = f"#/experiments/{experiment_id}/runs/{fused.run_id}"
             expect(runs.filter(has_text="fused-seed0")).to_have_attribute("href", run_page)
             page.goto(f"{url}/{run_page}?{ml_view}")
-            row = page.get_by_role("row").filter(has=page.get_by_text("loss_d", exact=True))
+            row = page.get_by_role("row").filter(has=page.get_by_text("epoch/loss_d", exact=True))
             expect(row).to_contain_text(repr(fused.history[-1]["loss_d"]), timeout=WAIT_MS)
 
             # The images chart shows the per-epoch samples and steps to the last epoch's.
