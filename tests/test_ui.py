@@ -66,6 +66,7 @@ def test_ui_shows_each_variant_its_metrics_and_samples(tiny_params, tiny_images,
         for variant in VARIANTS:
             params = tiny_params(model={"variant": variant}, tracking={"enabled": True})
             results[variant] = train(params, tiny_images, "ui-test", tmp_path / variant, tracker)
+            tracker.log_metrics({"eval.swd.swd_avg": 1.0}, step=2)  # as evaluate logs it
             tracker.finish()
         return results
 
@@ -154,8 +155,15 @@ def check_pages(url: str, browser: Path, store: str, experiment_id: str,
             row = page.get_by_role("row").filter(has=page.get_by_text("epoch/loss_d", exact=True))
             expect(row).to_contain_text(repr(fused.history[-1]["loss_d"]), timeout=WAIT_MS)
 
-            # The images chart shows the per-epoch samples and steps to the last epoch's.
+            # Its charts open with the training curves, per epoch then per step; eval.* come last.
             page.get_by_role("tab", name="Model metrics").click()
+            headers = page.wait_for_function(
+                "() => { const found = document.body.innerText.match("
+                "/(epoch|step|Model metrics)\\s*\\(\\d+\\)/g); "
+                "return found && found.length >= 3 ? found : null; }", timeout=WAIT_MS).json_value()
+            assert [re.sub(r"\s*\(.*", "", h) for h in headers] == ["epoch", "step", "Model metrics"]
+
+            # The images chart shows the per-epoch samples and steps to the last epoch's.
             page.get_by_placeholder("Search metric charts").fill("samples")
             expand = page.locator("[data-component-id=fullscreen_button_chartcard]")
             expect(expand).to_have_count(1, timeout=WAIT_MS)
