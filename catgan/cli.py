@@ -28,6 +28,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", nargs=2, metavar=("FIRST", "SECOND"),
                    help="the two variants to compare when runs hold more (default: baseline first)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
+    p.add_argument("--register", action="store_true",
+                   help="also register each variant's best run (lowest eval.swd.swd_avg, among "
+                        "finished MLflow runs with a logged generator) as catgan-<variant>, alias "
+                        "best: catgan sample models:/catgan-fused@best draws from it")
     p.set_defaults(run=_compare)
 
 
@@ -55,6 +59,83 @@ def _compare(args: argparse.Namespace) -> None:
     print(render.render_text(summary))
     paths = render.save(summary, args.out)
     print("wrote " + ", ".join(str(p) for p in paths))
+    if args.register:
+        from catgan.compare.register import register_best
+
+        print("\n".join(register_best(*_tracking(args))))
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sample", help="new images from a trained generator: PNGs, a grid, a latent walk",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draws images from a trained generator, on the CPU.\n\n"
+                    "Like training, it normalises with the batch's statistics (BatchNorm as in\n"
+                    "train mode; running statistics unused), so each image depends on the whole\n"
+                    "batch it is drawn in: the same source, --seed and -n give the same pixels,\n"
+                    "another -n gives other images.",
+        epilog="SOURCE is one of:\n"
+               "  models                       a folder holding generator.pt and run.json "
+               "(default: the workspace's)\n"
+               "  NAME                         a DVC experiment, read from the DVC cache; the "
+               "workspace is not touched\n"
+               "  RUN_ID                       an MLflow run (its logged 'generator' model)\n"
+               "  models:/catgan-fused@best    a registered model, by alias or version "
+               "(catgan compare --register)")
+    p.add_argument("source", nargs="?", default="models", help="where the generator is (below)")
+    p.add_argument("-n", "--num", type=int, default=64,
+                   help="images to draw, or latent walks with --interpolate (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents (default: 0)")
+    p.add_argument("--out", type=Path, default=Path("sampled"),
+                   help="output folder (default: sampled)")
+    p.add_argument("--grid", action="store_true",
+                   help="one sheet, grid.png, instead of one PNG per image")
+    p.add_argument("--interpolate", type=int, metavar="K",
+                   help="also write interpolation.gif: K steps of spherical interpolation between "
+                        "two seeded latents, for each of -n walks (8 a row)")
+    p.add_argument("--fps", type=float, default=8, help="frames per second of the GIF (default: 8)")
+    p.add_argument("--nearest", action="store_true",
+                   help="also write nearest.png: each image beside the training image nearest to "
+                        "it in pixel L2, the check that a GAN did not memorise its data")
+    p.add_argument("--data", type=Path, default=None,
+                   help="training images for --nearest (default: a DVC experiment's own "
+                        "data/prepared/images.npy from the cache, else the one in --repo)")
+    p.add_argument("--repo", type=Path, default=Path("."),
+                   help="the git+DVC project (default: the current folder)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI for run ids and registered models (default: as "
+                        "catgan compare)")
+    p.set_defaults(run=_sample, experiment=None)
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from catgan import sample
+    from catgan.data.preprocess import load_images
+    from catgan.errors import UserError
+    from catgan.trained import open_trained
+
+    if args.num < 1 or (args.interpolate is not None and args.interpolate < 2):
+        raise UserError("-n must be at least 1 and --interpolate at least 2 (its two endpoints)")
+    trained = open_trained(args.source, args.repo.resolve(), lambda: _tracking(args)[0])
+    print(f"sampling {trained.where}: {trained.variant}, latent size {trained.latent_dim}, seed "
+          f"{args.seed}, batch statistics over {args.num} image(s)")
+    images = sample.draw(trained, args.num, args.seed)
+    written = [sample.write_grid(images, args.out / "grid.png")] if args.grid \
+        else sample.write_pngs(images, args.out)
+    if args.interpolate:
+        frames = sample.interpolate(trained, args.num, args.interpolate, args.seed)
+        written.append(sample.write_gif(frames, args.out / "interpolation.gif", args.fps))
+    if args.nearest:
+        if args.data is None and trained.training_data:
+            train, data = trained.training_data()
+        else:
+            data = args.data or args.repo / "data/prepared/images.npy"
+            train = load_images(data)
+        path, summary = sample.write_nearest(images, train, data, args.out / "nearest.png")
+        written.append(path)
+        print(summary)
+    shown = written if len(written) <= 4 else [*written[:2], "...", written[-1]]
+    print(f"wrote {len(written)} file(s): " + ", ".join(str(p) for p in shown))
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
@@ -91,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "baseline vs fused, reproducibly")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_compare(sub)
+    _add_sample(sub)
     _add_study(sub)
     _add_study_page(sub)
     return parser

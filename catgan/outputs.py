@@ -23,6 +23,9 @@ COLUMNS = ("loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm")
 QUALITY = ("swd_avg", "swd_64", "swd_32", "swd_16", "fixed_real_score", "fixed_fake_score",
            "diversity_ratio")
 HISTORY_COLUMNS = ("epoch", *COLUMNS, *QUALITY)
+# Their MLflow keys: the UI groups charts by the part before "/", prefixed groups first, so the
+# training curves come before evaluate's single-point eval.* values.
+EPOCH_KEY, STEP_KEY = "epoch/", "step/"
 
 
 def save_state_dict(module: torch.nn.Module, path: Path) -> None:
@@ -70,15 +73,16 @@ def read_json(path: Path, stage: str) -> dict:
 
 
 def read_run(models: Path) -> dict:
-    """``models/run.json``: the MLflow run id, variant, seed and epochs of the trained models."""
+    """``models/run.json``: the MLflow run id, variant, latent size, seed and epochs of the models."""
     return read_json(models / "run.json", "train")
 
 
 def write_train_outputs(result: "TrainResult", grid_dir: Path, *, models: Path, metrics: Path,
-                        samples: Path, variant: str, seed: int) -> None:
+                        samples: Path, variant: str, latent_dim: int, seed: int) -> None:
     save_state_dict(result.generator, models / "generator.pt")
     save_state_dict(result.discriminator, models / "discriminator.pt")
-    write_json(models / "run.json", {"mlflow_run_id": result.run_id, "variant": variant, "seed": seed,
+    write_json(models / "run.json", {"mlflow_run_id": result.run_id, "variant": variant,
+                                     "latent_dim": latent_dim, "seed": seed,
                                      "epochs": len(result.history)})
     final = result.history[-1]
     write_json(metrics / "train.json", {k: final[k] for k in ("epoch", *COLUMNS)})

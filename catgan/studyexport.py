@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from catgan.fileio import atomic_dir, write_bytes
-from catgan.outputs import COLUMNS, HISTORY_COLUMNS, write_csv
+from catgan.outputs import COLUMNS, EPOCH_KEY, HISTORY_COLUMNS, STEP_KEY, write_csv
 from catgan.studydir import write_run_meta, write_study
 from catgan.train import steps_per_epoch
 
@@ -52,8 +52,8 @@ def _export_run(client, run, run_dir: Path) -> None:
     per_epoch = steps_per_epoch(images, batch, int(params.get("train.steps_per_epoch", 0)),
                                 int(params.get("train.nproc", 1)))
     epochs = int(params["train.epochs"])
-    history = _rows(client, run_id, HISTORY_COLUMNS[1:], "epoch")
-    steps = _rows(client, run_id, COLUMNS, "step", prefix="step_")
+    history = _rows(client, run_id, HISTORY_COLUMNS[1:], "epoch", prefix=EPOCH_KEY)
+    steps = _rows(client, run_id, COLUMNS, "step", prefix=STEP_KEY)
     for row in steps:
         row["epoch"] = math.ceil(row["step"] / per_epoch)
     with atomic_dir(run_dir) as tmp:

@@ -1,9 +1,12 @@
 """MLflow tracking of one run through the client API (no global run state), imported lazily."""
 from __future__ import annotations
 
+import json
 import logging
 import re
+import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +19,9 @@ log = logging.getLogger(__name__)
 
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 RESEND_AFTER = 10.0  # seconds between tries of a store that failed: each costs a bounded HTTP retry
+# Opens the UI on the runs table (MLflow's "model training" kind), not on its GenAI traces view.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+_DIGEST = 36  # MLflow's dataset digest column holds 36 characters
 _IMAGE_PREVIEW = re.compile(r"(?P<key>.+)[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][^+%]+"
                             r"[+%]compressed\.webp")
 
@@ -40,6 +46,10 @@ class NullTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
+
+    def log_model(self, model, name: str, signature, input_example) -> None: ...
+
+    def log_dataset(self, name: str, digest: str, source: dict) -> None: ...
 
     def finish(self, status: str = "FINISHED") -> None: ...
 
@@ -79,7 +89,7 @@ class MlflowTracker(NullTracker):
         try:
             # A tracking server keeps the artifacts it serves: a local folder would be this machine's.
             location = None if is_http(self.uri) else artifact_root.resolve().as_uri()
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
         except Exception:  # another process (a queued experiment) created it first
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
@@ -184,6 +194,34 @@ class MlflowTracker(NullTracker):
     def _set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))
+
+    def log_model(self, model, name: str, signature, input_example) -> None:
+        """``model`` as an MLflow PyTorch model under artifact path ``name``: torch.export's pt2
+        format (no pickled code), loadable with mlflow.pytorch.load_model and as a pyfunc."""
+        self._call("log_model", self._log_model, model, name, signature, input_example)
+
+    def _log_model(self, model, name: str, signature, input_example) -> None:
+        import mlflow.pytorch
+
+        # Listed, not inferred: inference loads the model again in a subprocess, seconds per run.
+        requirements = [f"{pkg}=={metadata.version(pkg)}" for pkg in ("mlflow", "numpy", "torch")]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / name
+            mlflow.pytorch.save_model(model, folder, signature=signature, input_example=input_example,
+                                      serialization_format="pt2", pip_requirements=requirements)
+            self.client.log_artifacts(self.run_id, str(folder), name)
+
+    def log_dataset(self, name: str, digest: str, source: dict) -> None:
+        """What the run trained on, for the UI's Dataset column (the full digest is a tag too)."""
+        self._call("log_dataset", self._log_dataset, name, digest, source)
+
+    def _log_dataset(self, name: str, digest: str, source: dict) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest[:_DIGEST], source_type="dvc",
+                          source=json.dumps(source, sort_keys=True))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
+            dataset, tags=[InputTag("mlflow.data.context", "training")])])
 
     def finish(self, status: str = "FINISHED") -> None:
         self._resend_at = 0.0  # the last chance: try the store whatever the interval

@@ -32,7 +32,7 @@ from catgan.images import grid_image, save_png
 from catgan.losses import d_loss, g_loss, grad_norm
 from catgan.models import build, sample
 from catgan.monitor import Monitor
-from catgan.outputs import COLUMNS, HISTORY_COLUMNS
+from catgan.outputs import COLUMNS, EPOCH_KEY, HISTORY_COLUMNS, STEP_KEY
 from catgan.progress import progress
 from catgan.seeding import seed_everything
 from catgan.runmeta import run_tags
@@ -152,8 +152,8 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
     if state:
         # A kill between an epoch's checkpoint and its MLflow calls lost them: log the checkpoint's
         # history again; the tracker skips every value the run already holds.
-        tracker.log_rows(result.history, "epoch", HISTORY_COLUMNS[1:])
-        tracker.log_rows(result.steps, "step", COLUMNS, prefix="step_")
+        tracker.log_rows(result.history, "epoch", HISTORY_COLUMNS[1:], prefix=EPOCH_KEY)
+        tracker.log_rows(result.steps, "step", COLUMNS, prefix=STEP_KEY)
         if dist.main:
             _relog_grids(grid_dir, result.resumed_from, tracker)
     else:
@@ -180,8 +180,9 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
                     "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(),
                     "rng": rng, "order": nets.order.get_state(), "fixed_z": fixed_z.cpu(),
                     "history": result.history, "steps": result.steps})
-            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            tracker.log_rows(step_rows, "step", COLUMNS, prefix="step_")
+            tracker.log_metrics({EPOCH_KEY + k: v for k, v in row.items() if k != "epoch"},
+                                step=epoch)
+            tracker.log_rows(step_rows, "step", COLUMNS, prefix=STEP_KEY)
             dist.barrier()  # no process starts an epoch whose predecessor is not on disk
     except BaseException:
         tracker.finish("FAILED")

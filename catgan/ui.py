@@ -151,6 +151,17 @@ def _signal_group(group: int, sig: signal.Signals) -> None:
         pass
 
 
+def runs_page(url: str, store_uri: str, experiment: str) -> str:
+    """The experiment's runs table. MLflow 3.17's UI opens every experiment in its GenAI view
+    unless the URL (or the user's last click on "Model training") says otherwise: it ignores the
+    experiment's ``mlflow.experimentKind`` tag."""
+    from catgan.mlflowstore import open_client
+
+    found = open_client(store_uri).get_experiment_by_name(experiment)
+    page = f"#/experiments/{found.experiment_id}/runs" if found else "#/experiments"
+    return f"{url}/{page}?workflowType=machine_learning"
+
+
 def _port_from_env() -> int:
     name = "UI_PORT" if os.environ.get("UI_PORT") else "CATGAN_UI_PORT"
     raw = os.environ.get(name) or "5000"
@@ -170,6 +181,9 @@ def main() -> None:
     try:
         with _server(store, project_root() / "mlartifacts", port, host, timeout=120) as (url, proc, log):
             print(f"MLflow UI for {store} at {url} (Ctrl-C stops it)", flush=True)
+            experiment = load_params().tracking.experiment
+            print(f"the runs of experiment '{experiment}': {runs_page(url, store, experiment)}",
+                  flush=True)
             code = proc.wait()
             raise UserError(f"the MLflow UI stopped by itself (exit code {code}):\n{_tail(log)}")
     except KeyboardInterrupt:

@@ -4,9 +4,11 @@ Run by ``python -m catgan.launch`` (torchrun) with train.nproc processes on each
 trains its share of each batch, and only the main one writes outputs and the MLflow run.
 """
 import json
+import logging
+import time
 from pathlib import Path
 
-from catgan import distributed
+from catgan import distributed, imagemodel
 from catgan.config import load_params, project_root
 from catgan.data.preprocess import load_images
 from catgan.errors import UserError, cli_entry
@@ -16,6 +18,7 @@ from catgan.tracking import NullTracker, make_tracker
 from catgan.train import checkpoint_dir, train
 
 PREPARED = Path("data/prepared")
+log = logging.getLogger(__name__)
 
 
 @cli_entry
@@ -35,6 +38,8 @@ def main() -> None:
         result = train(params, images, data_hash, ckpt_dir, tracker, dist, device)
         if dist.main:
             write(params, result, tracker, ckpt_dir, images.shape[1:])
+            log_dataset(params, tracker, data_hash)
+            log_generator(params, result, tracker)
         tracker.finish()
     finally:
         distributed.shutdown()
@@ -46,7 +51,28 @@ def write(params, result, tracker, ckpt_dir: Path, image_shape: tuple) -> None:
         tracker.log_text(format_layer_table(layer_table(net, shape), name), f"layers_{name}.md")
     write_train_outputs(result, ckpt_dir / "grids", models=Path("models"), metrics=Path("metrics"),
                         samples=Path("samples"), variant=params.model.variant,
-                        seed=params.train.seed)
+                        latent_dim=params.model.latent_dim, seed=params.train.seed)
+
+
+def log_dataset(params, tracker, data_hash: str) -> None:
+    d = params.data
+    origin = {"kaggle": d.kaggle_dataset, "folder": d.path, "synthetic": "catgan.data.synthetic"}
+    tracker.log_dataset(f"{d.source}: {origin[d.source]}", data_hash,
+                        {"source": d.source, "origin": origin[d.source],
+                         "path": str(PREPARED / "images.npy")})
+
+
+def log_generator(params, result, tracker) -> None:
+    """The generator as an MLflow model, "generator": latents in, uint8 images out."""
+    if tracker.run_id is None:
+        return
+    started = time.perf_counter()
+    m = params.model
+    model = imagemodel.from_state_dict(m.variant, m.latent_dim, result.generator.state_dict())
+    # A batch of 2: torch.export keeps a batch of 1 fixed, and the model must take any batch.
+    tracker.log_model(model, "generator", imagemodel.signature(m.latent_dim),
+                      imagemodel.latents(2, m.latent_dim, seed=0).numpy())
+    log.info("logged the generator as an MLflow model in %.1f s", time.perf_counter() - started)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from conftest import free_port
+
 from catgan import server
-from catgan.ui import _free_port
+from catgan.outputs import EPOCH_KEY, STEP_KEY
 
 MARK = "c4tg4nSECRET"
 PASSWORD = f"{MARK}-tracking-password-4e1f9a27"
@@ -29,7 +31,7 @@ def team_server() -> Iterator[tuple[str, Path]]:
     folder = Path(tempfile.mkdtemp(prefix="catgan-server-"))
     folder.chmod(0o755)
     try:
-        url = server.start(folder, port=_free_port("127.0.0.1"), workers=2)
+        url = server.start(folder, port=free_port(), workers=2)
         mlflow_pid, pg_pid = mlflow_pid_of(folder), postmaster_pid(folder)
         try:
             yield url, folder
@@ -93,11 +95,12 @@ def assert_complete(url: str, run_id: str, epochs: int, steps: int, evaluated: b
     run = api(url, "runs/get", run_id=run_id)["run"]
     assert run["info"]["status"] == "FINISHED", run["info"]
     keys = {m["key"] for m in run["data"]["metrics"]}
-    assert {"loss_d", "loss_g", "swd_avg", "step_loss_d"} <= keys, keys
+    assert {EPOCH_KEY + "loss_d", EPOCH_KEY + "loss_g", EPOCH_KEY + "swd_avg",
+            STEP_KEY + "loss_d"} <= keys, keys
     for key in sorted(keys):
         history = api(url, "metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
         expected = ([epochs] if key.startswith("eval.") else
-                    list(range(1, steps + 1)) if key.startswith("step_") else
+                    list(range(1, steps + 1)) if key.startswith(STEP_KEY) else
                     list(range(1, epochs + 1)))
         assert sorted(m["step"] for m in history) == expected, (key, history)
     if evaluated:

@@ -98,6 +98,9 @@ def test_direction_only_for_model_quality_metrics():
     assert direction("eval.swd_real_floor.swd_avg") is None  # a reference, not the model
     assert direction("eval.inception.kid_std") is None
     assert direction("eval.scores.fake") is None and direction("loss_g") is None
+    # MLflow's keys of the per-epoch curves (catgan.outputs.EPOCH_KEY)
+    assert direction("epoch/swd_avg") == "lower" and direction("epoch/loss_d") is None
+    assert direction("epoch/diversity_ratio") == "higher up to 1"
 
 
 def test_a_single_seed_gives_no_interval_and_says_so():

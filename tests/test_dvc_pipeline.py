@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TINY, clone_project, env, merge, sh
@@ -55,6 +56,43 @@ def test_exp_run_fused_reruns_only_train_evaluate_plot(project, reproduced):
     assert "swd.swd_avg" in metrics_diff and "metrics/eval.json" in metrics_diff
 
 
+def test_sample_reads_an_experiment_from_the_cache_and_its_mlflow_run_draws_the_same(
+        project, reproduced, tmp_path):
+    """Runs before the queued sweep, which empties the MLflow store."""
+    from test_sample import pixels
+
+    if "fused-exp" not in sh(project, "dvc", "exp", "list", "--name-only"):
+        sh(project, "dvc", "exp", "run", "--name", "fused-exp", "-S", "model.variant=fused")
+    # The workspace holds fused-exp's outputs (exp run applies them): hide them, so that only
+    # the DVC cache can give the experiment's generator, and see that nothing brings them back.
+    status = sh(project, "git", "status", "--porcelain")
+    (project / "models").rename(project / "models-hidden")
+    try:
+        out = sh(project, "catgan", "sample", "fused-exp", "-n", "3", "--nearest", "--out",
+                 str(tmp_path / "exp"))
+        assert not (project / "models").exists()
+    finally:
+        (project / "models-hidden").rename(project / "models")
+    assert sh(project, "git", "status", "--porcelain") == status
+    assert out.startswith("sampling DVC experiment fused-exp (") and ": fused," in out, out
+    assert "(24 in DVC experiment fused-exp (" in out and "'s data/prepared/images.npy)" in out, out
+    assert (tmp_path / "exp" / "nearest.png").is_file()
+    sh(project, "catgan", "sample", "-n", "3", "--out", str(tmp_path / "ws"))
+    # Not read through an MlflowClient here: it would keep this store open in the test process,
+    # and the queued sweep's test, which replaces the store, would then read the old one.
+    run_id = json.loads((project / "models" / "run.json").read_text())["mlflow_run_id"]
+    out = sh(project, "catgan", "sample", run_id, "-n", "3", "--out", str(tmp_path / "run"))
+    assert out.startswith(f"sampling MLflow run {run_id}: fused,"), out
+    for name in (f"sample_{i:03d}.png" for i in range(3)):
+        exp = pixels(tmp_path / "exp" / name)
+        np.testing.assert_array_equal(exp, pixels(tmp_path / "run" / name))
+        np.testing.assert_array_equal(exp, pixels(tmp_path / "ws" / name))
+    proc = subprocess.run(["catgan", "sample", "no-such-exp"], cwd=project, env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "'no-such-exp' is not a folder" in proc.stderr and "nor a DVC experiment" in proc.stderr
+
+
 def test_plots_diff_between_experiments_holds_both_runs(project, reproduced):
     out_dir = project / "dvc_plots"
     sh(project, "dvc", "plots", "diff", "HEAD", "fused-exp", "-o", str(out_dir))
@@ -91,12 +129,13 @@ def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_st
         assert run.info.status == "FINISHED" and run.data.tags["dvc_exp_name"]
         assert "eval.swd.swd_avg" in run.data.metrics
         for col in COLUMNS:  # every value exactly once: nothing lost to a locked database
-            assert [m.step for m in client.get_metric_history(run.info.run_id, col)] == [1], col
-            steps = client.get_metric_history(run.info.run_id, "step_" + col)
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/" + col)] \
+                == [1], col
+            steps = client.get_metric_history(run.info.run_id, "step/" + col)
             assert sorted(m.step for m in steps) == [1, 2], col
         logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "report")}
         assert {"index.html", "losses.png", "scores.png", "samples.mp4"} <= logged
-        times = [m.timestamp for m in client.get_metric_history(run.info.run_id, "step_loss_d")]
+        times = [m.timestamp for m in client.get_metric_history(run.info.run_id, "step/loss_d")]
         spans.append((run.info.start_time, max(times)))
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"the two runs did not overlap, so nothing ran at once: {spans}"

@@ -94,7 +94,7 @@ def test_per_epoch_quality_reaches_mlflow_with_the_epoch_as_step(project, interr
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     for run in runs_of(project, "tiny"):
         if run.data.tags.get("catgan.role") != "study":
-            history = client.get_metric_history(run.info.run_id, "swd_avg")
+            history = client.get_metric_history(run.info.run_id, "epoch/swd_avg")
             assert sorted(m.step for m in history) == [1, 2]
 
 

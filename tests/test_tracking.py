@@ -28,10 +28,10 @@ def test_run_holds_params_metrics_images_and_tags(store, tiny_params, tiny_image
     assert run.data.tags["variant"] == "fused" and run.data.tags["data_hash"] == "abc123"
     assert run.data.tags["seed"] == "0"
     for col in COLUMNS:
-        epochs = store.client.get_metric_history(result.run_id, col)
+        epochs = store.client.get_metric_history(result.run_id, "epoch/" + col)
         assert [m.step for m in epochs] == [1, 2]
         assert [m.value for m in epochs] == pytest.approx([r[col] for r in result.history])
-        assert len(store.client.get_metric_history(result.run_id, "step_" + col)) == 4
+        assert len(store.client.get_metric_history(result.run_id, "step/" + col)) == 4
     images = store.client.list_artifacts(result.run_id, "images")
     assert len([f for f in images if f.path.endswith(".png")]) == 3  # epochs 0, 1 and 2
 
@@ -40,7 +40,7 @@ def test_resumed_training_continues_the_same_run(store, tiny_params, tiny_images
     first = train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path / "ck", store)
     second = train(tiny_params(train={"epochs": 2}), tiny_images, "d", tmp_path / "ck", store)
     assert second.run_id == first.run_id
-    assert [m.step for m in store.client.get_metric_history(first.run_id, "loss_d")] == [1, 2]
+    assert [m.step for m in store.client.get_metric_history(first.run_id, "epoch/loss_d")] == [1, 2]
 
 
 def test_default_store_is_sqlite_at_the_dvc_root(tmp_path, monkeypatch):
@@ -61,4 +61,6 @@ def test_per_step_metrics_are_exactly_the_training_columns(store, tiny_params, t
                                                            tmp_path):
     result = train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path / "ck", store)
     logged = set(store.client.get_run(result.run_id).data.metrics)
-    assert {k for k in logged if k.startswith("step_")} == {"step_" + c for c in COLUMNS}
+    assert {k for k in logged if k.startswith("step/")} == {"step/" + c for c in COLUMNS}
+    # Every key is grouped: the UI shows the epoch/ and step/ curves before anything else.
+    assert {k.split("/")[0] for k in logged} == {"epoch", "step"}

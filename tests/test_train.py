@@ -106,7 +106,8 @@ def test_quality_is_measured_every_n_epochs_seeded_and_written_blank_between(
     b = train(params, tiny_images, "d", tmp_path / "b")
     assert [r.get("swd_avg") for r in a.history] == [r.get("swd_avg") for r in b.history]
     write_train_outputs(a, tmp_path / "a" / "grids", models=tmp_path / "m",
-                        metrics=tmp_path / "metrics", samples=tmp_path / "s", variant="fused", seed=0)
+                        metrics=tmp_path / "metrics", samples=tmp_path / "s", variant="fused",
+                        latent_dim=128, seed=0)
     lines = (tmp_path / "metrics" / "history.csv").read_text().splitlines()
     assert lines[0].split(",") == list(HISTORY_COLUMNS)
     cells = [line.split(",")[HISTORY_COLUMNS.index("swd_avg")] for line in lines[1:]]

@@ -19,7 +19,7 @@ from catgan.config import VARIANTS
 from catgan.errors import UserError
 from catgan.tracking import MlflowTracker
 from catgan.train import TrainResult, train
-from catgan.ui import serve
+from catgan.ui import runs_page, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "test-artifacts" / "mlflow-ui.png"
@@ -66,6 +66,7 @@ def test_ui_shows_each_variant_its_metrics_and_samples(tiny_params, tiny_images,
         for variant in VARIANTS:
             params = tiny_params(model={"variant": variant}, tracking={"enabled": True})
             results[variant] = train(params, tiny_images, "ui-test", tmp_path / variant, tracker)
+            tracker.log_metrics({"eval.swd.swd_avg": 1.0}, step=2)  # as evaluate logs it
             tracker.finish()
         return results
 
@@ -81,7 +82,8 @@ def test_ui_shows_each_variant_its_metrics_and_samples(tiny_params, tiny_images,
             assert len(set(server.values())) == 1 and os.getpgrp() not in server.values()
             assert listening_addresses(port) == {"127.0.0.1"}  # the default: loopback only
             check_artifact_api(url, fused, tmp_path / "fused" / "grids")
-            check_pages(url, browser, tracker.experiment_id, fused)
+            check_experiment_kind(url, tracker.experiment_id)
+            check_pages(url, browser, store, tracker.experiment_id, fused)
 
     assert server_processes(port) == {}
     with pytest.raises(ProcessLookupError):  # nothing is left in the server's process group
@@ -119,7 +121,16 @@ def fetch(url: str, **query: str) -> bytes:
         return response.read()
 
 
-def check_pages(url: str, browser: Path, experiment_id: str, fused: TrainResult) -> None:
+def check_experiment_kind(url: str, experiment_id: str) -> None:
+    """Marked as model training, the kind MLflow's UI shows as "Machine learning"."""
+    exp = json.loads(fetch(f"{url}/ajax-api/2.0/mlflow/experiments/get",
+                           experiment_id=experiment_id))["experiment"]
+    assert {t["key"]: t["value"] for t in exp["tags"]}["mlflow.experimentKind"] == \
+        "custom_model_development"
+
+
+def check_pages(url: str, browser: Path, store: str, experiment_id: str,
+                fused: TrainResult) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     epoch = len(fused.history)
@@ -129,8 +140,9 @@ def check_pages(url: str, browser: Path, experiment_id: str, fused: TrainResult)
         page = chrome.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(WAIT_MS)
         try:
-            # The experiment lists exactly one run per variant, by the names our tags give them.
-            page.goto(f"{url}/#/experiments/{experiment_id}/runs?{ml_view}")
+            # The link `make ui` prints opens the runs table, which lists exactly one run per
+            # variant, by the names our tags give them.
+            page.goto(runs_page(url, store, "catgan-ui"))
             runs = page.get_by_role("link", name=re.compile(r"-seed\d+$"))
             expect(runs).to_have_count(len(VARIANTS), timeout=WAIT_MS)
             assert sorted(runs.all_inner_texts()) == [f"{v}-seed0" for v in VARIANTS]
@@ -140,11 +152,18 @@ def check_pages(url: str, browser: Path, experiment_id: str, fused: TrainResult)
             run_page = f"#/experiments/{experiment_id}/runs/{fused.run_id}"
             expect(runs.filter(has_text="fused-seed0")).to_have_attribute("href", run_page)
             page.goto(f"{url}/{run_page}?{ml_view}")
-            row = page.get_by_role("row").filter(has=page.get_by_text("loss_d", exact=True))
+            row = page.get_by_role("row").filter(has=page.get_by_text("epoch/loss_d", exact=True))
             expect(row).to_contain_text(repr(fused.history[-1]["loss_d"]), timeout=WAIT_MS)
 
-            # The images chart shows the per-epoch samples and steps to the last epoch's.
+            # Its charts open with the training curves, per epoch then per step; eval.* come last.
             page.get_by_role("tab", name="Model metrics").click()
+            headers = page.wait_for_function(
+                "() => { const found = document.body.innerText.match("
+                "/(epoch|step|Model metrics)\\s*\\(\\d+\\)/g); "
+                "return found && found.length >= 3 ? found : null; }", timeout=WAIT_MS).json_value()
+            assert [re.sub(r"\s*\(.*", "", h) for h in headers] == ["epoch", "step", "Model metrics"]
+
+            # The images chart shows the per-epoch samples and steps to the last epoch's.
             page.get_by_placeholder("Search metric charts").fill("samples")
             expand = page.locator("[data-component-id=fullscreen_button_chartcard]")
             expect(expand).to_have_count(1, timeout=WAIT_MS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Sequence
@@ -57,20 +58,23 @@ def direction(metric: str) -> str | None:
 
     The real-vs-real floor is a reference, not the model, and ``*_std`` is an estimator's spread.
     """
-    leaf = metric.rsplit(".", 1)[-1]
+    leaf = re.split(r"[./]", metric)[-1]
     if "floor" in metric or leaf.endswith("_std"):
         return None
     if leaf == "diversity_ratio":
         return HIGHER_TO_1
-    words = set(metric.replace("_", ".").split("."))
-    return LOWER if words & set(KEY_FAMILIES) else None
+    return LOWER if _words(metric) & set(KEY_FAMILIES) else None
 
 
 def family(metric: str) -> str | None:
     if direction(metric) != LOWER:
         return None
-    words = set(metric.replace("_", ".").split("."))
-    return next(f for f in KEY_FAMILIES if f in words)
+    return next(f for f in KEY_FAMILIES if f in _words(metric))
+
+
+def _words(metric: str) -> set[str]:
+    """``eval.swd.swd_avg`` or MLflow's ``epoch/swd_avg``: {eval, swd, avg}, {epoch, swd, avg}."""
+    return set(re.split(r"[./_]", metric))
 
 
 def describe(seeds: Sequence[int], values: Sequence[float], confidence: float) -> Stat:

@@ -133,7 +133,7 @@ def assert_one_complete_run(project: Path) -> None:
     def stored(key: str) -> list[tuple[int, float]]:
         return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
-    for csv_name, step_key, prefix in (("history.csv", "epoch", ""), ("steps.csv", "step", "step_")):
+    for csv_name, step_key, prefix in (("history.csv", "epoch", "epoch/"), ("steps.csv", "step", "step/")):
         rows = list(csv.DictReader((project / "metrics" / csv_name).open()))
         for col in COLUMNS:
             assert stored(prefix + col) == [(int(r[step_key]), float(r[col])) for r in rows], prefix + col
@@ -216,5 +216,5 @@ def test_resumed_training_logs_the_epoch_its_checkpoint_holds_but_mlflow_lost(st
     assert resumed.run_id == first.run_id and resumed.resumed_from == 2
     check = tracker(store_dir)
     for col in COLUMNS:
-        assert history(check, first.run_id, col) == [(r["epoch"], r[col]) for r in resumed.history]
-        assert history(check, first.run_id, "step_" + col) == [(r["step"], r[col]) for r in resumed.steps]
+        assert history(check, first.run_id, "epoch/" + col) == [(r["epoch"], r[col]) for r in resumed.history]
+        assert history(check, first.run_id, "step/" + col) == [(r["step"], r[col]) for r in resumed.steps]
