@@ -13,18 +13,14 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from catgan.config import project_root
 from catgan.errors import UserError, cli_entry
 from catgan.fileio import write_text
-from catgan.ui import _check_port, _client_host, _free_port
+from catgan.localserver import check_port, client_host, free_port, stop_group, wait_answering
 
 USER, DATABASE = "catgan", "mlflow"
 _PG_USER = "postgres"
@@ -39,7 +35,7 @@ def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, workers: int 
     if _mlflow_pid(folder):
         raise UserError(f"an MLflow server from {folder} is already running (pid "
                         f"{_mlflow_pid(folder)}); stop it first with `make server-stop`")
-    _check_port(host, port, "the MLflow server", "SERVER_PORT")
+    check_port(host, port, "the MLflow server", "SERVER_PORT")
     pg_port = _start_postgres(folder)
     _create_database(folder, pg_port)
     artifacts = folder / "artifacts"
@@ -55,9 +51,10 @@ def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, workers: int 
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
     write_text(folder / "mlflow.pid", f"{proc.pid}\n")
-    url = f"http://{_client_host(host)}:{port}"
+    url = f"http://{client_host(host)}:{port}"
     try:
-        _wait_healthy(url, proc, folder / "mlflow.log", timeout)
+        wait_answering(f"{url}/health", proc, timeout, f"the MLflow server ({url})",
+                       lambda: f"see {folder / 'mlflow.log'}")
     except BaseException:
         stop(folder)
         raise
@@ -69,7 +66,7 @@ def stop(folder: Path) -> bool:
     folder = folder.resolve()
     pid = _mlflow_pid(folder)
     if pid:
-        _stop_group(pid)
+        stop_group(pid, _STOP_TIMEOUT)
     (folder / "mlflow.pid").unlink(missing_ok=True)
     cluster = folder / "postgres"
     running = cluster.is_dir() and _pg(folder, "pg_ctl", "-D", str(cluster), "status", check=False).returncode == 0
@@ -86,7 +83,7 @@ def _start_postgres(folder: Path) -> int:
         _init_cluster(folder, cluster)
     if _pg(folder, "pg_ctl", "-D", str(cluster), "status", check=False).returncode == 0:
         return int((cluster / "postmaster.pid").read_text().splitlines()[3])
-    port = _free_port("127.0.0.1")
+    port = free_port()
     # TCP on loopback only, no Unix socket: its path would have to fit in 107 bytes.
     options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
     _pg(folder, "pg_ctl", "-D", str(cluster), "-l", str(cluster / "server.log"), "-o", options,
@@ -186,50 +183,12 @@ def _mlflow_pid(folder: Path) -> int | None:
     return pid if any(part.endswith(b"mlflow") for part in cmdline) and b"server" in cmdline else None
 
 
-def _stop_group(pid: int) -> None:
-    """SIGTERM the server's process group, SIGKILL what is left after a grace period."""
-    _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_TIMEOUT
-    while _group_alive(pid):
-        if time.monotonic() > deadline:
-            _signal_group(pid, signal.SIGKILL)
-        time.sleep(0.1)
 
 
-def _group_alive(group: int) -> bool:
-    try:
-        os.waitpid(group, os.WNOHANG)  # our own child when the caller started it: reap it
-    except ChildProcessError:
-        pass
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
-def _signal_group(group: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(group, sig)
-    except ProcessLookupError:
-        pass
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise UserError(f"the MLflow server ({url}) exited with code {proc.returncode} while "
-                            f"starting; see {log}")
-        try:
-            with opener.open(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    raise UserError(f"the MLflow server ({url}) did not answer within {timeout:.0f} s; see {log}")
 
 
 @cli_entry

@@ -198,7 +198,7 @@ class MlflowTracker(NullTracker):
     def log_model(self, model, name: str, signature, input_example) -> None:
         """``model`` as an MLflow PyTorch model under artifact path ``name``: torch.export's pt2
         format (no pickled code), loadable with mlflow.pytorch.load_model and as a pyfunc."""
-        self._call("log_model", self._log_model, model, name, signature, input_example)
+        self._call("log_model", lambda: self._log_model(model, name, signature, input_example))
 
     def _log_model(self, model, name: str, signature, input_example) -> None:
         import mlflow.pytorch
@@ -213,7 +213,7 @@ class MlflowTracker(NullTracker):
 
     def log_dataset(self, name: str, digest: str, source: dict) -> None:
         """What the run trained on, for the UI's Dataset column (the full digest is a tag too)."""
-        self._call("log_dataset", self._log_dataset, name, digest, source)
+        self._call("log_dataset", lambda: self._log_dataset(name, digest, source))
 
     def _log_dataset(self, name: str, digest: str, source: dict) -> None:
         from mlflow.entities import Dataset, DatasetInput, InputTag

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +17,9 @@ from typing import IO
 
 from catgan.config import load_params, project_root
 from catgan.errors import UserError, cli_entry
+from catgan.localserver import check_port, client_host, free_port, stop_group, wait_answering
 from catgan.mlflowstore import tracking_uri
 
-_STOP_TIMEOUT = 10.0
 _TAIL = 20  # lines of the server's output quoted when it fails
 
 
@@ -46,7 +42,7 @@ def serve(store_uri: str, artifacts: Path, port: int | None = None, host: str = 
 @contextmanager
 def _server(store_uri: str, artifacts: Path, port: int | None, host: str,
             timeout: float) -> Iterator[tuple[str, subprocess.Popen, IO[bytes]]]:
-    port = _free_port(host) if port is None else _check_port(host, port)
+    port = free_port(host) if port is None else check_port(host, port, "the MLflow UI", "UI_PORT")
     cmd = ui_command(store_uri, artifacts, host, port)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     # Appending: the server's writes must not land where _tail has just moved the shared offset.
@@ -58,61 +54,22 @@ def _server(store_uri: str, artifacts: Path, port: int | None, host: str,
             raise UserError(f"{cmd[0]} not found: mlflow is not installed in this environment; "
                             "run `make setup`") from None
         try:
-            url = f"http://{_client_host(host)}:{port}"
-            _wait_healthy(url, proc, log, timeout)
+            url = f"http://{client_host(host)}:{port}"
+            wait_answering(f"{url}/health", proc, timeout, f"the MLflow UI ({url})",
+                           lambda: "its last output:\n" + _tail(log))
             yield url, proc, log
         finally:
-            _stop(proc)
+            stop_group(proc.pid)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(_family(host)) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
-def _check_port(host: str, port: int, what: str = "the MLflow UI", var: str = "UI_PORT") -> int:
-    """Fail now rather than after the server's slow start: on a taken port it even exits with 0."""
-    with socket.socket(_family(host)) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
-        try:
-            sock.bind((host, port))
-        except OSError as err:
-            raise UserError(f"cannot serve {what} on {host}:{port} ({err.strerror}); stop what "
-                            f"uses that port or pick another with {var}=<port>") from None
-    return port
 
 
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _client_host(host: str) -> str:
-    """Where to reach a server bound to ``host``: a wildcard address is reachable on loopback."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if ":" in host:
-        return "[::1]" if host == "::" else f"[{host}]"
-    return host
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: IO[bytes], timeout: float) -> None:
-    # No proxy: a proxy taken from the environment would not reach our loopback server.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise UserError(f"the MLflow UI ({url}) exited with code {proc.returncode} while starting:\n"
-                            f"{_tail(log)}")
-        try:
-            with opener.open(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise UserError(f"the MLflow UI ({url}) did not answer within {timeout:.0f} s; its last output:\n"
-                    f"{_tail(log)}")
 
 
 def _tail(log: IO[bytes]) -> str:
@@ -121,34 +78,10 @@ def _tail(log: IO[bytes]) -> str:
     return "\n".join(lines) or "(no output)"
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, SIGKILL what is left after a grace period."""
-    group = proc.pid  # start_new_session made it the leader of its own group
-    _signal_group(group, signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_TIMEOUT
-    while _group_alive(proc, group):
-        if time.monotonic() > deadline:
-            _signal_group(group, signal.SIGKILL)
-            proc.wait()
-            break
-        time.sleep(0.1)
 
 
-def _group_alive(proc: subprocess.Popen, group: int) -> bool:
-    # Reaping the leader first: an exited but unreaped leader would still count as a member.
-    proc.poll()
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
-def _signal_group(group: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(group, sig)
-    except ProcessLookupError:
-        pass
 
 
 def runs_page(url: str, store_uri: str, experiment: str) -> str:

@@ -22,7 +22,7 @@ from catgan.imagemodel import latents
 from catgan.outputs import write_train_outputs
 from catgan.tracking import MlflowTracker
 from catgan.train import train
-from catgan.ui import _free_port
+from catgan.localserver import free_port
 from conftest import TINY, env, merge
 from stages.train import log_generator
 from test_sample import pixels
@@ -51,7 +51,7 @@ def test_served_model_draws_the_pixels_catgan_sample_draws(tiny_images, tmp_path
                  str(tmp_path / "sampled")]) == 0
     expected = np.stack([pixels(tmp_path / "sampled" / f"sample_{i:03d}.png") for i in range(n)])
 
-    port = _free_port("127.0.0.1")
+    port = free_port()
     cmd = [str(MLFLOW), "models", "serve", "-m", "models:/catgan-fused@best", "--env-manager",
            "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with tempfile.TemporaryFile("a+b") as log:
