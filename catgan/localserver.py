@@ -70,13 +70,13 @@ def stop_group(group: int, grace: float = 10.0) -> None:
     left after ``grace`` seconds."""
     signal_group(group, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while _group_alive(group):
+    while group_alive(group):
         if time.monotonic() > deadline:
             signal_group(group, signal.SIGKILL)
         time.sleep(0.1)
 
 
-def _group_alive(group: int) -> bool:
+def group_alive(group: int) -> bool:
     try:  # an exited but unreaped leader would still count as a member: reap our own child
         os.waitpid(group, os.WNOHANG)
     except ChildProcessError:

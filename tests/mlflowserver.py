@@ -16,6 +16,7 @@ from pathlib import Path
 from conftest import free_port
 
 from catgan import server
+from catgan.localserver import group_alive
 from catgan.outputs import EPOCH_KEY, STEP_KEY
 
 MARK = "c4tg4nSECRET"
@@ -67,7 +68,7 @@ def kill_mlflow(folder: Path) -> None:
     os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if not server._group_alive(pid):  # which reaps it: this test process started it
+        if not group_alive(pid):  # which reaps it: this test process started it
             return
         time.sleep(0.1)
     raise AssertionError(f"the MLflow server's group {pid} outlived SIGKILL")

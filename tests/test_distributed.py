@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 
 from catgan.config import parse_params
 from catgan.distributed import Dist
+from catgan.outputs import EPOCH_KEY
 from catgan.train import train
 from conftest import ROOT, TINY, free_port, merge, write_params
 from test_stages import run_stage, stage_env
@@ -74,7 +75,8 @@ def test_torchrun_train_stage_writes_one_set_of_outputs_and_one_mlflow_run(proje
     assert len(list((project / "checkpoints").iterdir())) == 1
     with sqlite3.connect(project / "mlflow.db") as db:
         runs = db.execute("select status from runs").fetchall()
-        epochs = db.execute("select count(*) from metrics where key = 'loss_d'").fetchone()[0]
+        epochs = db.execute("select count(*) from metrics where key = ?",
+                            (EPOCH_KEY + "loss_d",)).fetchone()[0]
     assert runs == [("FINISHED",)]
     assert epochs == 2
 
