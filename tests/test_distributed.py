@@ -141,6 +141,7 @@ def two_nodes(project, tmp_path_factory):
     return one, *nodes
 
 
+@pytest.mark.slow  # two torchrun launchers rendezvousing: out of the quick loop
 def test_two_nodes_of_one_process_train_the_weights_of_one_node_of_two(two_nodes):
     one, node0, node1 = two_nodes
     for name in ("generator.pt", "discriminator.pt"):
@@ -154,6 +155,7 @@ def test_two_nodes_of_one_process_train_the_weights_of_one_node_of_two(two_nodes
         "a process other than rank 0 wrote outputs or a checkpoint"
 
 
+@pytest.mark.slow  # two torchrun launchers rendezvousing: out of the quick loop
 def test_nodes_that_do_not_share_the_checkpoint_fail_in_one_line_instead_of_hanging(two_nodes):
     _, node0, node1 = two_nodes  # node 0 holds the finished run's checkpoint, node 1 none
     for code, stderr in run_two_nodes(node0, node1):
@@ -162,6 +164,7 @@ def test_nodes_that_do_not_share_the_checkpoint_fail_in_one_line_instead_of_hang
         assert "checkpoints/ must be on a filesystem they all share" in stderr
 
 
+@pytest.mark.slow  # two torchrun launchers rendezvousing: out of the quick loop
 def test_nodes_given_different_params_fail_in_one_line(project, tmp_path):
     nodes = [node_folder(tmp_path / f"node{r}", project / "data", 1, seed=r) for r in (0, 1)]
     for code, stderr in run_two_nodes(*nodes):
