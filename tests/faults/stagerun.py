@@ -31,6 +31,14 @@ def make_project(dest: Path, overrides: dict, *, data: Path | None = None,
     return dest
 
 
+def prepared(dest: Path) -> Path:
+    """A project holding tiny fetched and preprocessed data, for make_project(..., data=)."""
+    project = make_project(dest, {})
+    ok(run(project, "fetch"))
+    ok(run(project, "preprocess"))
+    return project
+
+
 def empty_store(folder: Path) -> Path:
     """A SQLite MLflow store with its tables made and no experiment of ours."""
     from mlflow.tracking import MlflowClient

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 from conftest import TINY, merge
-from stagerun import in_tmpfs, make_project, ok, run, tmpfs_works, tree_bytes
+from stagerun import in_tmpfs, make_project, prepared, tmpfs_works, tree_bytes
 
 from catgan import checkpoint
 from catgan.errors import UserError
@@ -35,10 +35,7 @@ def tmpfs(tmp_path_factory) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("data"), {})
-    ok(run(project, "fetch"))
-    ok(run(project, "preprocess"))
-    return project
+    return prepared(tmp_path_factory.mktemp("data"))
 
 
 def test_train_stage_on_a_full_disk_fails_clearly_and_keeps_its_last_checkpoint(tmpfs, tiny_data, tmp_path):

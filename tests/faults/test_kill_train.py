@@ -25,6 +25,7 @@ from stagerun import (
     kill9,
     make_project,
     ok,
+    prepared,
     run,
     same_state_dicts,
     start,
@@ -49,9 +50,7 @@ READY = re.compile(rb"resuming from|epoch \d+/")
 def lab(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(folder, a project holding tiny prepared data, an initialised empty MLflow store)."""
     root = tmp_path_factory.mktemp("killtrain")
-    data = make_project(root / "data", {})
-    ok(run(data, "fetch"))
-    ok(run(data, "preprocess"))
+    data = prepared(root / "data")
     return root, data, empty_store(root)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflowserver import (MARK, artifacts, assert_complete, files_holding_mark, kill_mlflow,
                           search_runs, secret_uri, team_server)
-from stagerun import make_project, ok, run, run_side_by_side, start, wait_until
+from stagerun import make_project, ok, prepared, run, run_side_by_side, start, wait_until
 
 from catgan import checkpoint, server
 
@@ -27,10 +27,7 @@ def team(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("data"), {})
-    ok(run(project, "fetch"))
-    ok(run(project, "preprocess"))
-    return project
+    return prepared(tmp_path_factory.mktemp("data"))
 
 
 def epoch_of(project: Path) -> int:

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from stagerun import empty_store, make_project, ok, run, start, wait_until
+from stagerun import empty_store, make_project, prepared, start, wait_until
 
 from catgan import checkpoint
 from catgan.tracking import MlflowTracker
 
 
 def test_train_stage_outlives_its_store_folder_being_deleted(tmp_path):
-    data = make_project(tmp_path / "data", {})
-    ok(run(data, "fetch"))
-    ok(run(data, "preprocess"))
+    data = prepared(tmp_path / "data")
     store = tmp_path / "store"
     store.mkdir()
     uri = f"sqlite:///{empty_store(store)}"
