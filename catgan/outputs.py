@@ -9,12 +9,12 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from catgan.errors import UserError
 from catgan.fileio import atomic_dir, write_bytes, write_json, write_text
 
 if TYPE_CHECKING:
+    import torch
+
     from catgan.train import TrainResult
 
 # metrics/steps.csv: what each training step records; history.csv: their epoch means, then the
@@ -31,12 +31,15 @@ EPOCH_KEY, STEP_KEY = "epoch/", "step/"
 def save_state_dict(module: torch.nn.Module, path: Path) -> None:
     # Serialised in memory first: torch.save onto a full disk fails with an unreadable message,
     # while write_bytes names the path and says the disk is full.
+    import torch  # here: catgan compare reads the column names without paying torch's import
+
     buf = io.BytesIO()
     torch.save(module.state_dict(), buf)
     write_bytes(path, buf.getvalue())
 
 
 def load_state_dict(module: torch.nn.Module, path: Path) -> torch.nn.Module:
+    import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -23,6 +23,7 @@ from catgan.compare.render import render_text, save
 from catgan.compare.runs import Record
 from catgan.compare.stats import direction, summarize
 from catgan.errors import UserError
+from catgan.outputs import EPOCH_KEY, STEP_KEY
 
 SAMPLE = Path(__file__).parent / "data" / "dvc_exp_show.json"
 SWD = "eval.swd.swd_avg"
@@ -241,7 +242,10 @@ def mlflow_store(tmp_path_factory) -> str:
     def run(variant, seed, swd, start, status="FINISHED", experiment=exp):
         r = client.create_run(experiment, start_time=start,
                               run_name=f"{variant}-seed{seed}-{start}")
-        metrics = [Metric("loss_d", 9.0, start, 1), Metric("loss_d", 1.0 + seed, start, 2)]
+        # The keys the train stage logs: per epoch and per step (catgan.outputs)
+        metrics = [Metric(EPOCH_KEY + "loss_d", 9.0, start, 1),
+                   Metric(EPOCH_KEY + "loss_d", 1.0 + seed, start, 2),
+                   Metric(STEP_KEY + "loss_d", 5.0, start, 4)]
         if swd is not None:
             metrics.append(Metric(SWD, swd, start, 2))
         client.log_batch(r.info.run_id, metrics=metrics, params=[
@@ -266,7 +270,9 @@ def test_collect_mlflow_takes_finished_runs_and_latest_metrics(mlflow_store):
     by_key = {(r.variant, r.seed): r for r in records}
     assert [by_key["fused", s].metrics[SWD] for s in range(3)] == FUSED_SWD
     assert by_key["fused", 0].name == "fused-seed0-3000"
-    assert [by_key["baseline", s].metrics["loss_d"] for s in range(3)] == [1.0, 2.0, 3.0]
+    # Named as dvc exp show names them; per-step values are no final metric
+    assert [by_key["baseline", s].metrics["train.loss_d"] for s in range(3)] == [1.0, 2.0, 3.0]
+    assert all(sorted(r.metrics) == [SWD, "train.loss_d"] for r in records)
 
 
 def test_collect_mlflow_missing_store_or_experiment(mlflow_store, tmp_path):
@@ -295,7 +301,7 @@ def test_cli_prints_the_table_and_writes_three_files(mlflow_store, tmp_path, cap
     assert swd["verdict"] == "fused is better (lower)" and swd["fused"]["n"] == 3
     assert swd["fused"]["values"] == {"0": 30.1, "1": 33.0, "2": 31.4}
     assert swd["difference"]["interval"][1] < 0
-    assert result["metrics"]["loss_d"]["verdict"].startswith("within the noise")
+    assert result["metrics"]["train.loss_d"]["verdict"].startswith("within the noise")
     assert render_text(summarize(collect_mlflow(mlflow_store, "catgan"))) in \
         (out_dir / "compare.md").read_text()
     assert (out_dir / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,6 +4,15 @@ from __future__ import annotations
 from catgan.compare.runs import Record, latest_per_seed, record
 from catgan.errors import UserError
 from catgan.mlflowstore import open_client
+from catgan.outputs import COLUMNS, EPOCH_KEY, STEP_KEY
+
+
+def as_in_dvc(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's latest values under the names ``dvc exp show`` gives them: the last epoch's
+    ``epoch/<column>`` is ``train.<column>`` (metrics/train.json); per-step values are no final
+    metric and are left out; eval.* and the per-epoch quality keep their names."""
+    renamed = {f"{EPOCH_KEY}{c}": f"train.{c}" for c in COLUMNS}
+    return {renamed.get(k, k): v for k, v in metrics.items() if not k.startswith(STEP_KEY)}
 
 
 def collect(uri: str, experiment: str) -> list[Record]:
@@ -27,7 +36,7 @@ def collect(uri: str, experiment: str) -> list[Record]:
     for run in runs:
         p = run.data.params
         rec = record(run.info.run_name or run.info.run_id, p.get("model.variant"),
-                     p.get("train.seed"), dict(run.data.metrics), where)
+                     p.get("train.seed"), as_in_dvc(run.data.metrics), where)
         if rec and rec.metrics:
             records.append(rec)
     return latest_per_seed(records, where)
