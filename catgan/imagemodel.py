@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from catgan.images import to_uint8
 from catgan.models import build
 
 IMAGE_SHAPE = (3, 64, 64)
@@ -27,9 +28,7 @@ class LatentsToImages(nn.Module):
         self.generator = generator
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # The same arithmetic as catgan.images.to_uint8, so the pixels equal a saved PNG's.
-        x = self.generator(z.reshape(z.shape[0], -1, 1, 1))
-        return x.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+        return to_uint8(self.generator(z.reshape(z.shape[0], -1, 1, 1)))  # a saved PNG's pixels
 
 
 def from_state_dict(variant: str, latent_dim: int, state: dict) -> LatentsToImages:

@@ -75,6 +75,24 @@ def open_client(uri: str, *, must_exist: bool = False, fix: str = "fix tracking.
     return client
 
 
+def finished_runs(uri: str, experiment: str) -> tuple[Retrying, list]:
+    """A reader's client on ``uri`` and the FINISHED runs of ``experiment``, newest first."""
+    client = open_client(uri, must_exist=True, fix="pass --tracking-uri")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise UserError(f"MLflow store {redact(uri)} has no experiment '{experiment}'; pass "
+                        "--experiment with the name set in tracking.experiment")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], page_token=token,
+                                  max_results=1000)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return client, runs
+
+
 class Retrying:
     """``target`` with every method call retried, with backoff, while SQLite says "database is locked".
 

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from catgan.compare.runs import Record, latest_per_seed, record
-from catgan.errors import UserError
-from catgan.mlflowstore import open_client
+from catgan.mlflowstore import finished_runs
 from catgan.outputs import COLUMNS, EPOCH_KEY, STEP_KEY
 
 
@@ -17,21 +16,7 @@ def as_in_dvc(metrics: dict[str, float]) -> dict[str, float]:
 
 def collect(uri: str, experiment: str) -> list[Record]:
     """Finished runs of MLflow ``experiment``, newest first, with each metric's latest value."""
-    client = open_client(uri, must_exist=True, fix="pass --tracking-uri")
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise UserError(f"MLflow store {uri} has no experiment '{experiment}'; pass --experiment "
-                        "with the name set in tracking.experiment")
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id],
-                                  filter_string="attributes.status = 'FINISHED'",
-                                  order_by=["attributes.start_time DESC"], page_token=token,
-                                  max_results=1000)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
+    _, runs = finished_runs(uri, experiment)
     records, where = [], f"MLflow experiment '{experiment}'"
     for run in runs:
         p = run.data.params

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from catgan.errors import UserError
-from catgan.mlflowstore import open_client
+from catgan.mlflowstore import finished_runs
 from catgan.trained import MODEL_PATH, has_model
 
 BEST_BY = "eval.swd.swd_avg"  # lower is better: the distance to the real images
@@ -17,23 +17,13 @@ def register_best(uri: str, experiment: str) -> list[str]:
 
     A run registered before keeps its version, so registering again changes nothing.
     """
-    client = open_client(uri, must_exist=True, fix="pass --tracking-uri")
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise UserError(f"MLflow store {uri} has no experiment '{experiment}'; pass --experiment")
+    client, runs = finished_runs(uri, experiment)
     by_variant: dict[str, list] = {}
-    token = None
-    while True:
-        page = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                                  page_token=token, max_results=1000)
-        for run in page:
-            value = run.data.metrics.get(BEST_BY)
-            variant = run.data.params.get("model.variant")
-            if variant and value is not None and math.isfinite(value) and has_model(client, run.info.run_id):
-                by_variant.setdefault(variant, []).append(run)
-        token = page.token
-        if not token:
-            break
+    for run in runs:
+        value = run.data.metrics.get(BEST_BY)
+        variant = run.data.params.get("model.variant")
+        if variant and value is not None and math.isfinite(value) and has_model(client, run.info.run_id):
+            by_variant.setdefault(variant, []).append(run)
     if not by_variant:
         raise UserError(f"MLflow experiment '{experiment}' has no finished run with {BEST_BY} and a "
                         f"logged '{MODEL_PATH}' model to register; run the pipeline with "
