@@ -170,19 +170,19 @@ def _no_grad(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 # ---------------------------------------------------------------------------------- MLflow
 
 def from_run(run_id: str, uri: str) -> Trained:
-    from catgan.mlflowstore import open_client
+    from catgan.mlflowstore import open_client, redact
 
     client = open_client(uri, must_exist=True, fix="pass --tracking-uri")
     try:
         run = client.get_run(run_id)
     except Exception:  # MlflowException for an unknown id, whatever the store
-        raise UserError(f"MLflow store {uri} has no run {run_id}; `make ui` lists the runs, or "
+        raise UserError(f"MLflow store {redact(uri)} has no run {run_id}; `make ui` lists the runs, or "
                         "pass --tracking-uri") from None
     return _load_logged(client, run, f"MLflow run {run_id}", uri)
 
 
 def from_registry(uri_text: str, uri: str) -> Trained:
-    from catgan.mlflowstore import open_client
+    from catgan.mlflowstore import open_client, redact
 
     match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri_text)
     if not match:
@@ -194,7 +194,7 @@ def from_registry(uri_text: str, uri: str) -> Trained:
         version = (client.get_model_version_by_alias(name, alias) if alias
                    else client.get_model_version(name, number))
     except Exception:
-        raise UserError(f"MLflow store {uri} has no registered model {uri_text}; `catgan compare "
+        raise UserError(f"MLflow store {redact(uri)} has no registered model {uri_text}; `catgan compare "
                         "--register` registers each variant's best run") from None
     run = client.get_run(version.run_id)
     return _load_logged(client, run, f"{uri_text} (version {version.version}, run "
@@ -228,10 +228,12 @@ def _load_logged(client, run, where: str, uri: str) -> Trained:
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
+    from catgan.mlflowstore import redact
+
     variant = run.data.params.get("model.variant")
     latent_dim = run.data.params.get("model.latent_dim")
     if not has_model(client, run.info.run_id):
-        raise UserError(f"{where} in {uri} holds no '{MODEL_PATH}' model (trained before models "
+        raise UserError(f"{where} in {redact(uri)} holds no '{MODEL_PATH}' model (trained before models "
                         "were logged, or not finished); sample its DVC experiment or models/ "
                         "folder instead")
     with tempfile.TemporaryDirectory() as tmp, _mlflow_settings():
