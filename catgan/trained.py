@@ -6,7 +6,6 @@ MLflow models are torch.export archives that MLflow checks for pickles before lo
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -17,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -69,35 +69,33 @@ def from_folder(folder: Path) -> Trained:
 
 def from_experiment(repo: Path, name: str) -> Trained:
     """The experiment's models/ as DVC cached them, read without checking anything out."""
-    import dvc.api
-
     rev = experiment_rev(repo, name)
     where = f"DVC experiment {name} ({rev[:7]})"
-    try:
-        run = json.loads(dvc.api.read("models/run.json", repo=str(repo), rev=rev))
-        weights = dvc.api.read("models/generator.pt", repo=str(repo), rev=rev, mode="rb")
-        params = dvc.api.read("params.yaml", repo=str(repo), rev=rev)
-    except Exception as err:  # DVC's errors have no common base: a missing cache, a bad lock file
-        raise UserError(f"{where}: cannot read its models/ from the DVC cache "
-                        f"({type(err).__name__}: {str(err).strip().splitlines()[0]}); "
-                        "was it run on this machine?") from None
-    trained = from_files(weights, run, where, params)
-    trained.training_data = lambda: (_cached_images(repo, rev, where), f"{where}'s {PREPARED}")
+    fix = "was it run on this machine?"
+    run = json.loads(_read_cached(repo, rev, "models/run.json", where, fix))
+    weights = _read_cached(repo, rev, "models/generator.pt", where, fix, mode="rb")
+    trained = from_files(weights, run, where, _read_cached(repo, rev, "params.yaml", where, fix))
+
+    def training_data() -> tuple[np.ndarray, str]:
+        raw = _read_cached(repo, rev, PREPARED, where, "pass --data", mode="rb")
+        return np.load(io.BytesIO(raw), allow_pickle=False), f"{where}'s {PREPARED}"
+
+    trained.training_data = training_data
     return trained
 
 
 PREPARED = "data/prepared/images.npy"
 
 
-def _cached_images(repo: Path, rev: str, where: str) -> np.ndarray:
+def _read_cached(repo: Path, rev: str, path: str, where: str, fix: str, mode: str = "r"):
     import dvc.api
 
     try:
-        raw = dvc.api.read(PREPARED, repo=str(repo), rev=rev, mode="rb")
-    except Exception as err:  # as above
-        raise UserError(f"{where}: cannot read its {PREPARED} from the DVC cache "
-                        f"({type(err).__name__}: {str(err).strip().splitlines()[0]}); pass --data") from None
-    return np.load(io.BytesIO(raw), allow_pickle=False)
+        return dvc.api.read(path, repo=str(repo), rev=rev, mode=mode)
+    except Exception as err:  # DVC's errors have no common base: a missing cache, a bad lock file
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
+        raise UserError(f"{where}: cannot read its {path} from the DVC cache ({reason}); "
+                        f"{fix}") from None
 
 
 def experiment_rev(repo: Path, name: str) -> str:
@@ -205,22 +203,10 @@ def has_model(client, run_id: str) -> bool:
     return any(f.path.endswith("/MLmodel") for f in client.list_artifacts(run_id, MODEL_PATH))
 
 
-@contextlib.contextmanager
-def _mlflow_settings():
-    """No download progress bar (noise around our one line), and no pickled model loaded:
-    MLflow loads them by default, and then checks pt2 archives for pickles only when told to."""
-    settings = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-                "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
-    saved = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key)
-            else:
-                os.environ[key] = value
+# No download progress bar (noise around our one line), and no pickled model loaded: MLflow loads
+# them by default, and then checks pt2 archives for pickles only when told to.
+_MLFLOW_SETTINGS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
 
 
 def _load_logged(client, run, where: str, uri: str) -> Trained:
@@ -236,7 +222,7 @@ def _load_logged(client, run, where: str, uri: str) -> Trained:
         raise UserError(f"{where} in {redact(uri)} holds no '{MODEL_PATH}' model (trained before models "
                         "were logged, or not finished); sample its DVC experiment or models/ "
                         "folder instead")
-    with tempfile.TemporaryDirectory() as tmp, _mlflow_settings():
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, _MLFLOW_SETTINGS):
         local = client.download_artifacts(run.info.run_id, MODEL_PATH, tmp)
         signature = Model.load(local).signature
         size = signature.inputs.inputs[0].shape[-1] if signature and signature.inputs else None
