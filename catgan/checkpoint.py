@@ -89,9 +89,7 @@ def unseal(data: bytes) -> bytes:
 
 def save(path: Path, payload: dict) -> None:
     """Write ``payload`` to ``path`` atomically; the intact file it replaces becomes ``prev.pt``.
-
-    A full disk raises UserError (from catgan.fileio) and leaves both files as they were.
-    """
+    A full disk raises UserError (from catgan.fileio) and leaves both files as they were."""
     path = Path(path)
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -117,16 +115,13 @@ def _keep_as_previous(path: Path) -> None:
 
 
 def load(path: Path) -> dict | None:
-    """The checkpoint at ``path``; if that one is damaged, the previous one; else None.
-
-    Every damaged file is logged with its path and why, and the log says which checkpoint the
-    run continues from, or that it starts from scratch.
-    """
+    """The checkpoint at ``path``; if that one is damaged, the previous one; else None. The log
+    names every damaged file and why, and which checkpoint the run continues from, if any."""
     path = Path(path)
     if not path.exists():
         return None
     for candidate in (path, previous(path)):
-        if candidate != path and not candidate.exists():
+        if not candidate.exists():
             break
         try:
             state = _read(candidate)

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """BCE(real -> 1) + BCE(fake -> 0), each averaged over its batch."""
     real_loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
@@ -20,11 +19,8 @@ def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor
 
 
 def g_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """Generator loss on D's logits for generated images.
-
-    ``non_saturating`` maximises log D(G(z)); ``saturating`` minimises log(1 - D(G(z))), whose
-    gradient vanishes when D confidently rejects the fakes (the original minimax form).
-    """
+    """``non_saturating`` maximises log D(G(z)); ``saturating`` minimises log(1 - D(G(z))), the
+    original minimax form, whose gradient vanishes when D confidently rejects the fakes."""
     if kind == "non_saturating":
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
     if kind == "saturating":

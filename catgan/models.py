@@ -3,13 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable
 
 import torch
 from torch import nn
-
-
-Builder = Callable[[int], tuple[nn.Module, nn.Module]]
 
 
 class Discriminator(nn.Sequential):
@@ -20,19 +16,14 @@ class Discriminator(nn.Sequential):
 
 
 def _d_block(c_in: int, c_out: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.LeakyReLU(0.2, inplace=True),
-    ]
+    return [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
 
 
 def _g_block(c_in: int, c_out: int, stride: int = 2, padding: int = 1) -> list[nn.Module]:
-    return [
-        nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    ]
+    return [nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=stride, padding=padding,
+                               bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
 def _d_trunk() -> list[nn.Module]:
@@ -42,11 +33,8 @@ def _d_trunk() -> list[nn.Module]:
 
 def _g_trunk(latent_dim: int) -> list[nn.Module]:
     """latent_dim x 1 x 1 -> 128 x 16 x 16, shared by every variant."""
-    return [
-        *_g_block(latent_dim, 512, stride=1, padding=0),
-        *_g_block(512, 256),
-        *_g_block(256, 128),
-    ]
+    return [*_g_block(latent_dim, 512, stride=1, padding=0), *_g_block(512, 256),
+            *_g_block(256, 128)]
 
 
 def baseline(latent_dim: int) -> tuple[nn.Module, nn.Module]:
@@ -81,7 +69,7 @@ def fused(latent_dim: int) -> tuple[nn.Module, nn.Module]:
     return generator, discriminator
 
 
-VARIANTS: dict[str, Builder] = {"baseline": baseline, "fused": fused}  # names: config.VARIANTS
+VARIANTS = {"baseline": baseline, "fused": fused}  # names: config.VARIANTS
 
 
 def init_weights(model: nn.Module, scheme: str) -> None:
@@ -108,12 +96,6 @@ def build(variant: str, latent_dim: int, init: str) -> tuple[nn.Module, nn.Modul
     return generator, discriminator
 
 
-def _describe(module: nn.Module) -> str:
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return f"{type(module).__name__}({module.num_features})"
-    return repr(module)
-
-
 def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
     """One row per leaf layer, in execution order: description, output shape (no batch), params.
 
@@ -121,36 +103,27 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
     of ``model`` can change.
     """
     probe = copy.deepcopy(model).eval()
-    first = next(probe.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
-    dtype = first.dtype if first is not None else torch.float32
+    first = next(probe.parameters())
     rows: list[dict] = []
 
     def record(module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        rows.append(
-            {
-                "layer": _describe(module),
-                "output_shape": list(output.shape[1:]),
-                "params": sum(p.numel() for p in module.parameters(recurse=False)),
-            }
-        )
+        layer = repr(module)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):  # without its default arguments
+            layer = f"{type(module).__name__}({module.num_features})"
+        rows.append({"layer": layer, "output_shape": list(output.shape[1:]),
+                     "params": sum(p.numel() for p in module.parameters(recurse=False))})
 
     for module in probe.modules():
         if next(module.children(), None) is None:
             module.register_forward_hook(record)
     with torch.no_grad():
-        probe(torch.zeros((2, *input_shape), device=device, dtype=dtype))
+        probe(torch.zeros((2, *input_shape), device=first.device, dtype=first.dtype))
     return rows
 
 
 def format_layer_table(rows: list[dict], title: str) -> str:
     """Markdown table of ``layer_table`` rows with a total-parameters line."""
-    lines = [
-        f"**{title}**",
-        "",
-        "| # | Layer | Output shape | Params |",
-        "|---:|---|---|---:|",
-    ]
+    lines = [f"**{title}**", "", "| # | Layer | Output shape | Params |", "|---:|---|---|---:|"]
     for i, row in enumerate(rows, start=1):
         shape = " x ".join(str(d) for d in row["output_shape"])
         lines.append(f"| {i} | `{row['layer']}` | {shape} | {row['params']:,} |")
@@ -163,9 +136,8 @@ def format_layer_table(rows: list[dict], title: str) -> str:
 def batch_statistics(model: nn.Module):
     """Run ``model`` as in training (BatchNorm on batch statistics), its running stats untouched.
 
-    GAN networks only ever see batch statistics while they learn, and the running statistics lag
-    behind (D's mix real and fake batches), so eval mode shows a different network. This also
-    matches the course, whose samples and scores come from train mode.
+    GAN networks only see batch statistics while they learn and the running ones lag behind (D's
+    mix real and fake batches), so eval mode shows another network; the course samples so too.
     """
     saved = {k: v.clone() for k, v in model.state_dict().items()
              if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}

@@ -15,7 +15,6 @@ from catgan.metrics.swd import swd
 from catgan.outputs import QUALITY
 
 
-
 class Monitor:
     def __init__(self, images: np.ndarray, *, every: int, samples: int, seed: int, latent_dim: int,
                  batch_size: int, device: torch.device):

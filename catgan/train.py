@@ -6,7 +6,6 @@ steps, so the loop does not wait on the host after every step.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -69,10 +68,8 @@ class TrainResult:
 
 
 def training_hash(params: Params, data_hash: str) -> str:
-    """What shapes the trajectory: params, data and the training code.
-
-    Epochs are left out so that a finished run can be extended by raising train.epochs.
-    """
+    """What shapes the trajectory: params, data and the training code. Epochs are left out so
+    that a finished run can be extended by raising train.epochs."""
     shaping = {k: v for k, v in dataclasses.asdict(params.train).items()
                if k not in ("epochs", "device", "threads", "channels_last", "log_every")}
     code = {name: hashlib.sha256((ROOT / name).read_bytes()).hexdigest() for name in shaping_code()}
@@ -90,14 +87,11 @@ def shaping_code() -> tuple[str, ...]:
 
 
 def checkpoint_dir(root: Path, params: Params, data_hash: str) -> Path:
-    """One folder per training configuration under ``root``, shared by every DVC experiment.
-
-    It is not a DVC output, so the stage stays in DVC's run cache, and a killed queued or temp
-    experiment resumes when it is run again.
-    """
+    """One folder per training configuration under ``root``, shared by every DVC experiment. Not a
+    DVC output, so the stage stays in DVC's run cache and a killed queued or temp experiment
+    resumes when it is run again."""
     name = f"{params.model.variant}-seed{params.train.seed}-{training_hash(params, data_hash)[:12]}"
     return root / "checkpoints" / name
-
 
 
 @dataclass
@@ -115,9 +109,7 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
           tracker: NullTracker | None = None, dist: Dist | None = None,
           device: torch.device | None = None) -> TrainResult:
     """Train from scratch or resume from ``ckpt_dir/last.pt``; grids go to ``ckpt_dir/grids``.
-
-    Under torchrun every process calls this with its ``dist``; only the main one writes files, and
-    ``tracker`` should be a NullTracker on the others.
+    Under torchrun every process calls this; only the main one writes files and has a real tracker.
     """
     t, m = params.train, params.model
     tracker = tracker or NullTracker()
@@ -131,9 +123,8 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     nets = _networks(params, device, dist)
-    fixed_z = torch.randn(FIXED_SAMPLES, m.latent_dim, 1, 1,
-                          generator=torch.Generator().manual_seed(t.seed + _FIXED_SEED_OFFSET))
-    fixed_z = fixed_z.to(device)
+    fixed_gen = torch.Generator().manual_seed(t.seed + _FIXED_SEED_OFFSET)
+    fixed_z = torch.randn(FIXED_SAMPLES, m.latent_dim, 1, 1, generator=fixed_gen).to(device)
 
     ckpt_path, grid_dir = ckpt_dir / "last.pt", ckpt_dir / "grids"
     key = training_hash(params, data_hash)
@@ -141,14 +132,18 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
     state = _resumable(checkpoint.load(ckpt_path), key, t.epochs, ckpt_path)
     _check_agreement(dist, key, state["epoch"] if state else 0, ckpt_path)
     if state:
-        _restore(nets, state)
+        nets.G.load_state_dict(state["G"])
+        nets.D.load_state_dict(state["D"])
+        nets.opt_g.load_state_dict(state["opt_g"])
+        nets.opt_d.load_state_dict(state["opt_d"])
+        checkpoint.restore_rng_state(state["rng"][dist.rank], nets.noise)
+        nets.order.set_state(state["order"])
         fixed_z = state["fixed_z"].to(device)
         result.history, result.steps = state["history"], state["steps"]
         result.resumed_from = state["epoch"]
         log.info("resuming from %s at epoch %d", ckpt_path, state["epoch"])
     tags = {**run_tags(params, data_hash), "device": describe(device), "data_images": len(images)}
-    result.run_id = tracker.start(flatten(params), tags,
-                                  run_id=state["run_id"] if state else None)
+    result.run_id = tracker.start(flatten(params), tags, run_id=state["run_id"] if state else None)
     if state:
         # A kill between an epoch's checkpoint and its MLflow calls lost them: log the checkpoint's
         # history again; the tracker skips every value the run already holds.
@@ -236,23 +231,11 @@ def _networks(params: Params, device: torch.device, dist: Dist) -> _Nets:
     if t.compile:
         G.compile()
         D.compile()
-    return _Nets(
-        G, D,
-        torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas)),
-        torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas)),
-        order=torch.Generator(device=device).manual_seed(t.seed),
-        noise=torch.Generator(device=device).manual_seed(t.seed + _NOISE_SEED_OFFSET
-                                                         + _RANK_SEED_STRIDE * dist.rank),
-        dist=dist)
-
-
-def _restore(nets: _Nets, state: dict) -> None:
-    nets.G.load_state_dict(state["G"])
-    nets.D.load_state_dict(state["D"])
-    nets.opt_g.load_state_dict(state["opt_g"])
-    nets.opt_d.load_state_dict(state["opt_d"])
-    checkpoint.restore_rng_state(state["rng"][nets.dist.rank], nets.noise)
-    nets.order.set_state(state["order"])
+    noise_seed = t.seed + _NOISE_SEED_OFFSET + _RANK_SEED_STRIDE * dist.rank
+    return _Nets(G, D, torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas)),
+                 torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas)),
+                 order=torch.Generator(device=device).manual_seed(t.seed),
+                 noise=torch.Generator(device=device).manual_seed(noise_seed), dist=dist)
 
 
 def _resumable(state: dict | None, key: str, epochs: int, path: Path) -> dict | None:
@@ -285,13 +268,13 @@ def _epoch(nets: _Nets, data: torch.Tensor, params: Params, epoch: int, steps: i
         if t.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         values[i] = _step(nets, real, params)
-        if (first_step + i + 1) % t.log_every == 0 or i + 1 == steps:
+        logged = (first_step + i + 1) % t.log_every == 0
+        if logged or i + 1 == steps:
             host = dist.average(values[read:i + 1]).cpu().numpy()
             _check_finite(host, epoch, read)
-            for j in range(read, i + 1):
-                if (first_step + j + 1) % t.log_every == 0:
-                    step_rows.append({"step": first_step + j + 1, "epoch": epoch,
-                                      **dict(zip(COLUMNS, host[j - read].tolist()))})
+            if logged:
+                step_rows.append({"step": first_step + i + 1, "epoch": epoch,
+                                  **dict(zip(COLUMNS, host[-1].tolist()))})
             bar.set_postfix({c: f"{v:.3f}" for c, v in zip(COLUMNS[:4], host[-1])})
             read = i + 1
     means = dist.average(values.mean(dim=0)).tolist()
@@ -321,28 +304,22 @@ def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
     nets.opt_d.step()
 
     z = torch.randn(b, latent, 1, 1, generator=nets.noise, device=real.device)
-    with _frozen(D):
+    # G's step back-propagates through D for G's sake only: D's weight gradients would be zeroed
+    # before D's next step anyway, so they are skipped (measured in benchmarks/README.md, g_step).
+    D.requires_grad_(False)
+    try:
         with autocast:
             loss_g = g_loss(D(G(z)), params.train.g_loss)
         nets.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+    finally:
+        D.requires_grad_(True)
     dist.average_gradients(G)
     norm = grad_norm(G.parameters())
     nets.opt_g.step()
     return torch.stack([loss_d.detach(), loss_g.detach(),
                         torch.sigmoid(real_logits.detach().float()).mean(),
                         torch.sigmoid(fake_logits.detach().float()).mean(), norm.detach()])
-
-
-@contextlib.contextmanager
-def _frozen(net: torch.nn.Module):
-    """G's step back-propagates through D for G's sake only: D's weight gradients would be zeroed
-    before D's next step anyway, so they are skipped (measured in benchmarks/README.md, g_step)."""
-    net.requires_grad_(False)
-    try:
-        yield net
-    finally:
-        net.requires_grad_(True)
 
 
 def _quality(monitor: Monitor, nets: _Nets, epoch: int) -> dict[str, float]:
