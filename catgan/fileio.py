@@ -48,25 +48,20 @@ def atomic_dir(target: str | os.PathLike):
     try:
         with _disk_full_is_user_error(target):
             yield tmp
+            # Named like a temp: if a kill lands between the two renames, the next write sweeps it.
+            old = target.with_name(f"{_temp_prefix(target)}old.tmp")
             if target.exists():
-                # Named like a temp: if a kill lands between the two renames, the next write sweeps it.
-                old = target.with_name(f"{_temp_prefix(target)}old.tmp")
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def preallocate(path: str | os.PathLike) -> None:
-    """Give every byte of ``path`` its disk blocks now.
-
-    A sparse file (such as a fresh ``np.lib.format.open_memmap``) written through a memory map
-    kills the process with SIGBUS when the disk fills; this turns that into ENOSPC up front.
-    """
+    """Give every byte of ``path`` its disk blocks now: a sparse file written through a memory map
+    (a fresh ``np.lib.format.open_memmap``) dies of SIGBUS on a full disk; this raises ENOSPC."""
     if not hasattr(os, "posix_fallocate"):  # macOS: no way to reserve; the write will fail later
         return
     with open(path, "rb+") as fh:
@@ -130,8 +125,6 @@ def _remove_stale_temps(target: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

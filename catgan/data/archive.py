@@ -60,29 +60,24 @@ def _copy_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget
     return written
 
 
-def _raw_parts(info: zipfile.ZipInfo, parts: tuple[str, ...]) -> tuple[bytes, ...]:
-    """The entry's path parts as the bytes stored in the zip (zipfile decoded them as cp437 unless
-    the entry is flagged UTF-8)."""
-    encoding = "utf-8" if info.flag_bits & _UTF8_FLAG else "cp437"
-    return tuple(part.encode(encoding) for part in parts)
+def _extract(zip_path: Path, into, max_ratio: float, max_total_bytes: int) -> tuple[int, dict]:
+    """Check every entry, then extract them into the folder that the context manager ``into`` gives.
 
-
-@contextlib.contextmanager
-def _planned(zip_path: Path, max_ratio: float, max_total_bytes: int):
-    """The open zip, its entries checked and named (info, parts), and {renamed: original}.
-
-    Raises UserError, before anything is written, for entries with '..', absolute paths or drive
+    Raises UserError, before entering ``into``, for entries with '..', absolute paths or drive
     letters, links or other special files, encryption, a total size above ``max_total_bytes``, an
     entry over 1 MiB compressed more than ``max_ratio`` times; and for corrupt archives, also
-    while the caller extracts.
+    while extracting.
     """
+    zip_path = Path(zip_path)
     if not zip_path.is_file():
         raise UserError(f"{zip_path}: zip file not found")
     try:
         with zipfile.ZipFile(zip_path) as zf:
             plan, seen, renamed = [], set(), {}
             for info in zf.infolist():
-                raw = _raw_parts(info, _entry_parts(zip_path, info, max_ratio))
+                # Back to the stored bytes: zipfile decoded them as cp437 unless flagged UTF-8.
+                encoding = "utf-8" if info.flag_bits & _UTF8_FLAG else "cp437"
+                raw = [part.encode(encoding) for part in _entry_parts(zip_path, info, max_ratio)]
                 parts = tuple(portable(part) for part in raw)
                 if parts in seen and not info.is_dir():
                     raise _refuse(zip_path, info.filename, "appears twice")
@@ -95,7 +90,8 @@ def _planned(zip_path: Path, max_ratio: float, max_total_bytes: int):
             if declared > max_total_bytes:
                 raise UserError(f"{zip_path}: archive expands to {declared} bytes, above the limit "
                                 f"of {max_total_bytes}, like a zip bomb; refusing to extract it")
-            yield zf, plan, renamed
+            with into as folder:
+                return _write(zf, plan, folder, zip_path, max_ratio, max_total_bytes), renamed
     except UnicodeDecodeError as err:  # zipfile decodes names flagged UTF-8 strictly, on open
         raise UserError(f"{zip_path}: an entry flagged as UTF-8 has a name that is not UTF-8 "
                         f"({err.object[:60]!r}); unzip it with a tool that accepts it, or re-create "
@@ -128,19 +124,11 @@ def _write(zf: zipfile.ZipFile, plan: list, folder: Path, zip_path: Path, max_ra
 
 def safe_extract_zip(zip_path: Path, dest: Path, *, max_ratio: float = 200.0,
                      max_total_bytes: int = 4 << 30) -> int:
-    """Replace ``dest`` with the complete contents of ``zip_path``; return the number of files.
-
-    Names that are not UTF-8 get portable stand-ins (catgan.data.names). Refusals: _planned.
-    """
-    zip_path = Path(zip_path)
-    with _planned(zip_path, max_ratio, max_total_bytes) as (zf, plan, _), \
-            atomic_dir(dest) as tmp:
-        return _write(zf, plan, tmp, zip_path, max_ratio, max_total_bytes)
+    """Replace ``dest`` with the complete contents of ``zip_path``; return the number of files."""
+    return _extract(zip_path, atomic_dir(dest), max_ratio, max_total_bytes)[0]
 
 
 def extract_zip(zip_path: Path, folder: Path, *, max_ratio: float = 200.0,
                 max_total_bytes: int = 4 << 30) -> tuple[int, dict[str, str]]:
-    """Extract all of ``zip_path`` into ``folder``: (files, {renamed path: original, escaped})."""
-    zip_path = Path(zip_path)
-    with _planned(zip_path, max_ratio, max_total_bytes) as (zf, plan, renamed):
-        return _write(zf, plan, Path(folder), zip_path, max_ratio, max_total_bytes), renamed
+    """Extract all of ``zip_path`` into ``folder``: (files, {portable stand-in: original name})."""
+    return _extract(zip_path, contextlib.nullcontext(Path(folder)), max_ratio, max_total_bytes)

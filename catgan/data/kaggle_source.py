@@ -20,7 +20,6 @@ NO_CREDENTIALS = (
     "export KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN). To run without Kaggle, use the "
     "synthetic set: `dvc exp run -S data.source=synthetic` or `make demo`."
 )
-TIMEOUT_KEY = "data.kaggle_timeout_s"
 
 
 def _read_token(path: Path) -> str:
@@ -49,10 +48,8 @@ def _kaggle_config_dir() -> Path:
 
 
 def kaggle_secrets() -> list[str]:
-    """The secret values kaggle 2.2.5 could authenticate with; empty when it would find none.
-
-    They are also what must never reach a log or an error message.
-    """
+    """The secret values kaggle 2.2.5 could authenticate with (empty when it would find none):
+    what must never reach a log or an error message."""
     home = Path.home() / ".kaggle"
     secrets = []
     env = os.environ
@@ -69,12 +66,6 @@ def kaggle_secrets() -> list[str]:
         secrets.append(str(config["key"]))
     secrets.append(str(_read_json(home / "credentials.json").get("refresh_token") or ""))
     return [s for s in secrets if s]
-
-
-def _mask(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 def _api_class():
@@ -158,24 +149,19 @@ def credential_source(api) -> str:
     return f"{where} (user '{api.config_values.get(api.CONFIG_NAME_USER)}')"
 
 
-def _timed_out(err: BaseException) -> bool:
-    import requests
-    from urllib3.exceptions import ReadTimeoutError
-
-    # A stall inside the body reaches us as a ConnectionError wrapping urllib3's timeout.
-    return isinstance(err, requests.Timeout) or any(isinstance(a, ReadTimeoutError)
-                                                     for a in err.args)
-
-
 def _failure(err: BaseException, timeout_s: float, secrets: list[str]) -> str:
     """What went wrong, as the server or the network said it, and what to do about it."""
     import requests
+    from urllib3.exceptions import ReadTimeoutError
 
     status = getattr(getattr(err, "response", None), "status_code", None)
-    said = _mask(f"{type(err).__name__}: {err}", secrets)
-    if _timed_out(err):
+    said = f"{type(err).__name__}: {err}"
+    for secret in secrets:
+        said = said.replace(secret, "***")
+    # A stall inside the body reaches us as a ConnectionError wrapping urllib3's timeout.
+    if isinstance(err, requests.Timeout) or any(isinstance(a, ReadTimeoutError) for a in err.args):
         return (f"no answer from Kaggle for {timeout_s:g} s ({said}); on a slow network raise "
-                f"{TIMEOUT_KEY} in params.yaml")
+                "data.kaggle_timeout_s in params.yaml")
     if status in (401, 403):
         return f"Kaggle refused the credentials (HTTP {status}: {said}); check them, or create " \
                "a new token at https://www.kaggle.com/settings/api"

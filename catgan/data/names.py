@@ -1,9 +1,7 @@
-"""Portable file names: fetch writes only UTF-8 names, which DVC can hash and cache.
+"""Portable file names: fetch writes only UTF-8 names, since ``dvc repro`` fails to hash others.
 
-A name that is not valid UTF-8 (a Latin-1 ``caf\\xe9.jpg`` from another system, a zip entry in
-cp437) would be copied as is, and then ``dvc repro`` fails hashing the output. Such a name is
-replaced by an ASCII one that keeps its readable part and its extension, plus a hash of the
-original bytes, so the same name always gets the same replacement.
+A name that is not UTF-8 (Latin-1 ``caf\\xe9.jpg``, a cp437 zip entry) becomes an ASCII one: its
+readable part and extension plus a hash of its bytes, so the same name always maps the same way.
 """
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """The preprocess stage: a raw image folder to one uint8 N x 3 x S x S array plus a manifest.
 
-Every image is decoded once in a process pool, converted to RGB, resized and centre-cropped exactly
-like torchvision's ``Resize(S)`` + ``CenterCrop(S)`` on a PIL image, and written by the worker into
-its row of a memory-mapped staging .npy; the parent only keeps the books, then copies the kept rows
-into images.npy. Memory stays flat however many images there are.
+Workers decode each image exactly like torchvision's ``Resize(S)`` + ``CenterCrop(S)`` on PIL, into
+its row of a memory-mapped staging .npy, so memory stays flat however many images there are.
 """
 from __future__ import annotations
 
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from catgan.data.names import escaped
 from catgan.errors import UserError
 from catgan.fileio import atomic_dir, preallocate, write_json
 from catgan.progress import progress
@@ -33,20 +32,12 @@ _COPY_ROWS = 1024
 
 def _display(rel: str) -> str:
     """A manifest-safe name: undecodable bytes become \\xNN instead of lone surrogates."""
-    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+    return escaped(os.fsencode(rel))
 
 
 def _one_line(name: str) -> str:
     """``name`` with line breaks and other control characters escaped, for one-line errors."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in name)
-
-
-def _kind(entry: os.DirEntry) -> str:
-    """'dir' or 'file' after following links, else 'other' (link loops raise, so catch that)."""
-    try:
-        return "dir" if entry.is_dir() else "file" if entry.is_file() else "other"
-    except OSError:
-        return "other"
 
 
 def _walk(root: Path) -> tuple[list[str], list[str], list[str]]:
@@ -67,8 +58,11 @@ def _walk(root: Path) -> tuple[list[str], list[str], list[str]]:
             unreadable.append(rel + "/")
             continue
         for entry in entries:
-            path = os.path.join(rel, entry.name) if rel else entry.name
-            kind = _kind(entry)
+            path = os.path.join(rel, entry.name)
+            try:  # after following links; a link loop raises
+                kind = "dir" if entry.is_dir() else "file" if entry.is_file() else "other"
+            except OSError:
+                kind = "other"
             if entry.name.startswith(".") or entry.name in _IGNORED_DIRS:
                 ignored.append(path)
             elif kind == "dir":
@@ -92,10 +86,7 @@ def _output_size(width: int, height: int, size: int) -> tuple[int, int]:
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     """Bilinear resize of the shorter side to ``size``, then a centre crop: torchvision on PIL."""
     new_w, new_h = _output_size(*img.size, size)
-    if (new_w, new_h) != img.size:
-        img = img.resize((new_w, new_h), Image.BILINEAR)
-    if img.size == (size, size):
-        return img
+    img = img.resize((new_w, new_h), Image.BILINEAR)  # a copy when the size is already right
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
 
@@ -184,22 +175,8 @@ def _decode_all(staging: Path, paths: list[str], min_size: int, workers: int):
         return
     # Big chunks keep the per-image IPC cost small; 4 chunks per worker still balance the load.
     chunk = max(1, min(256, len(paths) // (workers * 4)))
-    pool = multiprocessing.get_context().Pool(min(workers, len(paths)), _start,
-                                              (str(staging), min_size))
-    with pool:
+    with multiprocessing.Pool(min(workers, len(paths)), _start, (str(staging), min_size)) as pool:
         yield from pool.imap(_decode_into_row, items, chunksize=chunk)
-
-
-def _bad_fraction_error(raw_dir: Path, skipped: dict, found: int, limit: float) -> UserError:
-    bad = sum(len(v) for v in skipped.values())
-    reasons = sorted(skipped.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    detail = "; ".join(f"{reason}: {len(paths)} (e.g. {', '.join(map(_one_line, paths[:3]))})"
-                       for reason, paths in reasons[:3])
-    return UserError(
-        f"{raw_dir}: {bad} of {found} image files are unusable ({bad / found:.1%}, above "
-        f"data.max_bad_fraction={limit:g}): {detail}. Fix or remove those files, or raise "
-        "data.max_bad_fraction in params.yaml"
-    )
 
 
 def _finish(staging: Path, final: Path, keep: np.ndarray) -> str:
@@ -225,10 +202,9 @@ def preprocess(raw_dir: Path, out_dir: Path, *, image_size: int, min_size: int, 
                max_bad_fraction: float, workers: int) -> dict:
     """Replace ``out_dir`` with ``images.npy`` (uint8 N x 3 x S x S) and ``manifest.json``.
 
-    With ``dedup`` an image whose final pixels equal an earlier one's (in sorted path order) is
-    dropped and listed under duplicates_removed. Returns the manifest. Raises UserError, leaving
-    no output, when ``raw_dir`` holds no usable image or when more than ``max_bad_fraction`` of
-    its image files had to be skipped.
+    ``dedup`` drops an image whose pixels equal an earlier one's (sorted path order). Returns the
+    manifest; raises UserError, leaving no output, if no image is usable or more than
+    ``max_bad_fraction`` of them were skipped.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
@@ -269,7 +245,13 @@ def preprocess(raw_dir: Path, out_dir: Path, *, image_size: int, min_size: int, 
                             f"({', '.join(f'{r}: {len(p)}' for r, p in skipped.items())})")
         bad = sum(len(v) for v in skipped.values())
         if bad / found > max_bad_fraction:
-            raise _bad_fraction_error(raw_dir, skipped, found, max_bad_fraction)
+            worst = sorted(skipped.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:3]
+            detail = "; ".join(f"{why}: {len(paths)} (e.g. {', '.join(map(_one_line, paths[:3]))})"
+                               for why, paths in worst)
+            raise UserError(
+                f"{raw_dir}: {bad} of {found} image files are unusable ({bad / found:.1%}, above "
+                f"data.max_bad_fraction={max_bad_fraction:g}): {detail}. Fix or remove those "
+                "files, or raise data.max_bad_fraction in params.yaml")
         content_hash = _finish(staging, tmp / "images.npy", keep)
         manifest = {
             "files_found": found,

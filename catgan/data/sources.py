@@ -18,11 +18,6 @@ log = logging.getLogger(__name__)
 MANIFEST = ".catgan-fetch.json"
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    a, b = a.resolve(), b.resolve()
-    return a == b or a in b.parents or b in a.parents
-
-
 def _warn_unlisted(err: OSError) -> None:
     """os.walk's onerror: a folder that cannot be listed is left out, but not silently."""
     log.warning("data.path: skipping %s (%s)", err.filename, err.strerror)
@@ -32,7 +27,8 @@ def _check_folder_source(src: Path, out_dir: Path) -> None:
     if not src.exists():
         raise UserError(f"data.path: {str(src)!r} does not exist; set data.path to a folder of "
                         "images or a .zip of them")
-    if _overlaps(src, out_dir):
+    real_src, real_out = src.resolve(), out_dir.resolve()
+    if real_src.is_relative_to(real_out) or real_out.is_relative_to(real_src):
         raise UserError(f"data.path: {src} overlaps the fetch output {out_dir}; "
                         "point it somewhere else")
     if src.is_file() and src.suffix.lower() != ".zip":
