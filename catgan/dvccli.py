@@ -35,7 +35,7 @@ def dvc(*args: str, capture: bool = False) -> str:
     else:
         proc = subprocess.run(cmd, text=True)
     if proc.returncode != 0:
-        detail = (proc.stderr or "").strip().splitlines()[-1:] if capture else []
+        detail = (proc.stderr or "").strip().splitlines()[-1:]  # stderr: None if not captured
         raise UserError(f"`{' '.join(cmd[1:])}` failed (exit {proc.returncode})"
                         + (f": {detail[0]}" if detail else "; see the output above"))
     return proc.stdout or ""

@@ -2,12 +2,12 @@
 wait until they answer, and stopping exactly their process group."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 
@@ -55,12 +55,10 @@ def wait_answering(url: str, proc: subprocess.Popen, timeout: float, what: str,
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise UserError(f"{what} exited with code {proc.returncode} while starting: {output()}")
-        try:
+        with contextlib.suppress(OSError):  # urllib's URLError included: not answering yet
             with opener.open(url, timeout=2) as response:
                 if response.status == 200:
                     return
-        except (urllib.error.URLError, OSError):
-            pass
         time.sleep(0.2)
     raise UserError(f"{what} did not answer within {timeout:.0f} s: {output()}")
 
@@ -68,28 +66,22 @@ def wait_answering(url: str, proc: subprocess.Popen, timeout: float, what: str,
 def stop_group(group: int, grace: float = 10.0) -> None:
     """SIGTERM a server's process group (it was started with start_new_session), SIGKILL what is
     left after ``grace`` seconds."""
-    signal_group(group, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while group_alive(group):
         if time.monotonic() > deadline:
-            signal_group(group, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
         time.sleep(0.1)
 
 
 def group_alive(group: int) -> bool:
-    try:  # an exited but unreaped leader would still count as a member: reap our own child
+    # An exited but unreaped leader would still count as a member: reap our own child.
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(group, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         os.killpg(group, 0)
     except ProcessLookupError:
         return False
     return True
-
-
-def signal_group(group: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(group, sig)
-    except ProcessLookupError:
-        pass

@@ -54,7 +54,7 @@ def open_client(uri: str, *, must_exist: bool = False, fix: str = "fix tracking.
     """
     from mlflow.tracking import MlflowClient
 
-    _quiet_mlflow_store_errors()
+    logging.getLogger("mlflow.store.db.utils").addFilter(_drop_store_errors)  # no-op once added
     if is_http(uri):
         for name, value in _HTTP_BOUNDS.items():
             os.environ.setdefault(name, value)  # read by MLflow at each request
@@ -121,58 +121,42 @@ class Retrying:
         return call
 
 
-@contextlib.contextmanager
-def _first_use_lock(db: Path | None):
-    """Hold an exclusive lock beside a SQLite store while opening it.
-
-    MLflow creates and migrates a SQLite store's tables the first time a client opens it; two
-    processes doing so at once (experiments queued with ``dvc queue start -j 2``) both fail.
-    """
+def _first_use_lock(db: Path | None) -> contextlib.AbstractContextManager:
+    """A lock beside a SQLite store, held while a client opens it: MLflow creates and migrates its
+    tables on first use, and two processes doing so at once (``dvc queue start -j 2``) both fail."""
     if db is None:
-        yield
-        return
+        return contextlib.nullcontext()
     from filelock import FileLock
 
     db.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(db.with_name(db.name + "-lock")):  # -lock: beside SQLite's own -journal
-        yield
+    return FileLock(db.with_name(db.name + "-lock"))  # -lock: beside SQLite's own -journal
 
 
-def _locked(err: BaseException | None) -> bool:
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the errors it wraps, outermost first: MLflow's, SQLAlchemy's, sqlite3's."""
+    chain = []
+    while isinstance(err, BaseException) and err not in chain:
+        chain.append(err)
+        err = getattr(err, "orig", None) or err.__cause__ or err.__context__
+    return chain
+
+
+def _locked(err: BaseException) -> bool:
     """Whether SQLite said "database is locked" anywhere in the exception's chain."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if "database is locked" in str(err) or "database table is locked" in str(err):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return any("database is locked" in str(e) or "database table is locked" in str(e)
+               for e in _chain(err))
 
 
 def root_cause(err: BaseException) -> str:
-    """The innermost error, as "Type: first line": MLflow wraps SQLAlchemy, which wraps sqlite3."""
-    seen = set()
-    while id(err) not in seen:
-        seen.add(id(err))
-        inner = getattr(err, "orig", None) or err.__cause__ or err.__context__
-        if not isinstance(inner, BaseException):
-            break
-        err = inner
-    return f"{type(err).__name__}: {first_line(err)}"
+    """The innermost error, as "Type: first line"."""
+    inner = _chain(err)[-1]
+    return f"{type(inner).__name__}: {first_line(inner)}"
 
 
 def first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else ""
 
 
-class _DropStoreErrors(logging.Filter):
+def _drop_store_errors(record: logging.LogRecord) -> bool:
     """MLflow logs a traceback for every SQLite error; the tracker reports them in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("SQLAlchemy database error")
-
-
-def _quiet_mlflow_store_errors() -> None:
-    logger = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _DropStoreErrors) for f in logger.filters):
-        logger.addFilter(_DropStoreErrors())
+    return not record.getMessage().startswith("SQLAlchemy database error")

@@ -32,9 +32,9 @@ def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, workers: int 
           timeout: float = 120) -> str:
     """PostgreSQL (initialised on first use), its database, then the MLflow server; its URL."""
     folder = folder.resolve()
-    if _mlflow_pid(folder):
-        raise UserError(f"an MLflow server from {folder} is already running (pid "
-                        f"{_mlflow_pid(folder)}); stop it first with `make server-stop`")
+    if pid := _mlflow_pid(folder):
+        raise UserError(f"an MLflow server from {folder} is already running (pid {pid}); stop it "
+                        "first with `make server-stop`")
     check_port(host, port, "the MLflow server", "SERVER_PORT")
     pg_port = _start_postgres(folder)
     _create_database(folder, pg_port)
@@ -181,14 +181,6 @@ def _mlflow_pid(folder: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if any(part.endswith(b"mlflow") for part in cmdline) and b"server" in cmdline else None
-
-
-
-
-
-
-
-
 
 
 @cli_entry

@@ -18,17 +18,9 @@ from typing import IO
 from catgan.config import load_params, project_root
 from catgan.errors import UserError, cli_entry
 from catgan.localserver import check_port, client_host, free_port, stop_group, wait_answering
-from catgan.mlflowstore import tracking_uri
+from catgan.mlflowstore import open_client, tracking_uri
 
 _TAIL = 20  # lines of the server's output quoted when it fails
-
-
-def ui_command(store_uri: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    """The ``mlflow ui`` call. One worker: MLflow's default starts 15 processes and takes twice as long."""
-    mlflow = Path(sys.executable).parent / "mlflow"
-    return [str(mlflow), "ui", "--backend-store-uri", store_uri,
-            "--default-artifact-root", str(Path(artifacts).resolve()),
-            "--host", host, "--port", str(port), "--workers", "1"]
 
 
 @contextmanager
@@ -43,7 +35,10 @@ def serve(store_uri: str, artifacts: Path, port: int | None = None, host: str = 
 def _server(store_uri: str, artifacts: Path, port: int | None, host: str,
             timeout: float) -> Iterator[tuple[str, subprocess.Popen, IO[bytes]]]:
     port = free_port(host) if port is None else check_port(host, port, "the MLflow UI", "UI_PORT")
-    cmd = ui_command(store_uri, artifacts, host, port)
+    # One worker: MLflow's default starts 15 processes and takes twice as long.
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", store_uri,
+           "--default-artifact-root", str(Path(artifacts).resolve()),
+           "--host", host, "--port", str(port), "--workers", "1"]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     # Appending: the server's writes must not land where _tail has just moved the shared offset.
     with tempfile.TemporaryFile("a+b") as log:
@@ -62,34 +57,16 @@ def _server(store_uri: str, artifacts: Path, port: int | None, host: str,
             stop_group(proc.pid)
 
 
-
-
-
-
-
-
-
-
-
-
 def _tail(log: IO[bytes]) -> str:
     log.seek(0)
     lines = log.read().decode(errors="replace").splitlines()[-_TAIL:]
     return "\n".join(lines) or "(no output)"
 
 
-
-
-
-
-
-
 def runs_page(url: str, store_uri: str, experiment: str) -> str:
     """The experiment's runs table. MLflow 3.17's UI opens every experiment in its GenAI view
     unless the URL (or the user's last click on "Model training") says otherwise: it ignores the
     experiment's ``mlflow.experimentKind`` tag."""
-    from catgan.mlflowstore import open_client
-
     found = open_client(store_uri).get_experiment_by_name(experiment)
     page = f"#/experiments/{found.experiment_id}/runs" if found else "#/experiments"
     return f"{url}/{page}?workflowType=machine_learning"
@@ -108,15 +85,15 @@ def main() -> None:
     """``make ui``: the project's store in the MLflow UI until Ctrl-C."""
     host = os.environ.get("UI_HOST") or "127.0.0.1"
     port = _port_from_env()
-    store = tracking_uri(load_params().tracking)
+    cfg = load_params().tracking
+    store = tracking_uri(cfg)
     # A plain `kill` should stop the server too, not orphan it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         with _server(store, project_root() / "mlartifacts", port, host, timeout=120) as (url, proc, log):
             print(f"MLflow UI for {store} at {url} (Ctrl-C stops it)", flush=True)
-            experiment = load_params().tracking.experiment
-            print(f"the runs of experiment '{experiment}': {runs_page(url, store, experiment)}",
-                  flush=True)
+            print(f"the runs of experiment '{cfg.experiment}': "
+                  f"{runs_page(url, store, cfg.experiment)}", flush=True)
             code = proc.wait()
             raise UserError(f"the MLflow UI stopped by itself (exit code {code}):\n{_tail(log)}")
     except KeyboardInterrupt:

@@ -75,7 +75,6 @@ def records(exps: list[Experiment], where: str) -> list[Record]:
 
 def exp_show(repo: Path, all_commits: bool = False) -> list[Experiment]:
     """Experiments of ``repo``'s HEAD commit (or of every commit)."""
-    repo = Path(repo)
     cmd = [dvc_executable(), "exp", "show", "--json", "--no-fetch", *(["-A"] if all_commits else [])]
     try:
         out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
@@ -92,6 +91,6 @@ def exp_show(repo: Path, all_commits: bool = False) -> list[Experiment]:
     return experiments(data, where=f"DVC experiments in {repo.resolve()}")
 
 
-def collect(repo: Path, all_commits: bool = False) -> list[Record]:
-    """Finished DVC experiments of ``repo``'s HEAD commit (or of every commit)."""
-    return records(exp_show(repo, all_commits), f"DVC experiments in {Path(repo).resolve()}")
+def collect(repo: Path) -> list[Record]:
+    """Finished DVC experiments of ``repo``'s HEAD commit."""
+    return records(exp_show(repo), f"DVC experiments in {repo.resolve()}")

@@ -167,11 +167,9 @@ def summarize(records: Sequence[Record], *, confidence: float = 0.95,
                             f"{', '.join(sorted({k for r in runs for k in r.metrics}))}")
     rows = []
     for name in sorted(names, key=lambda k: (direction(k) is None, k)):
-        side = []
-        for variant in pair:
-            pts = [(r.seed, r.metrics[name]) for r in runs
-                   if r.variant == variant and math.isfinite(r.metrics.get(name, math.nan))]
-            side.append(pts)
+        side = [[(r.seed, r.metrics[name]) for r in runs
+                 if r.variant == variant and math.isfinite(r.metrics.get(name, math.nan))]
+                for variant in pair]
         if not all(side):
             continue
         a, b = (describe([s for s, _ in pts], [v for _, v in pts], confidence) for pts in side)
