@@ -51,11 +51,8 @@ def read_rows(path: Path, columns: Iterable[str] = ()) -> Rows:
 
 
 def steps_per_epoch(steps: Rows) -> float:
-    """Optimizer steps in one epoch, from the step log.
-
-    The same in-epoch steps are logged every epoch, so the first logged steps of two consecutive
-    epochs are exactly one epoch apart. With a single epoch the last logged step is the best bound.
-    """
+    """Optimizer steps in one epoch, from the step log: the first logged steps of two consecutive
+    epochs are one epoch apart; with a single epoch the last logged step is the best bound."""
     firsts: dict[int, float] = {}
     for row in steps:
         firsts.setdefault(int(row["epoch"]), row["step"])
@@ -100,9 +97,7 @@ def _plot_curves(history: Rows, steps: Rows, series: list[tuple[str, str, str]],
         ax.set_ylim(0, 1)
     ax.set_xlim(0, max(epochs))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.grid(True, alpha=0.3)
     # Below the axes: the faint per-step lines fill the plot, so no corner is free of data.
     fig.legend(loc="outside lower center", ncols=len(series) + unit, fontsize="small",

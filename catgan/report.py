@@ -57,7 +57,7 @@ def build_report(path: Path, *, title: str, images: dict[str, Path], video: Path
     unknown = sorted(set(images) - set(IMAGE_KEYS))
     if unknown:
         raise ValueError(f"unknown report image key(s) {unknown}; use {', '.join(IMAGE_KEYS)}")
-    sections = [
+    write_page(path, title, [
         ("dataset", "Training data", _figures(images, [("dataset", "A sample of the training set")],
                                               sheet=True)),
         ("networks", "Networks", _layer_tables(layer_tables)),
@@ -68,19 +68,33 @@ def build_report(path: Path, *, title: str, images: dict[str, Path], video: Path
                            ("final", _final_caption(images.get("final")))], sheet=True)),
         ("video", "Samples, epoch by epoch", _video(video)),
         ("metrics", "Metrics", _metric_tables(metrics)),
-    ]
+    ])
+
+
+def write_page(path: Path, title: str, sections: list[tuple[str, str, str]],
+               lead: str = "") -> None:
+    """A page of (anchor, heading, html) sections, empty ones left out, linked from its header."""
     sections = [s for s in sections if s[2]]
     nav = "".join(f'<a href="#{anchor}">{escape(name)}</a>' for anchor, name, _ in sections)
     body = "".join(f'<section id="{anchor}"><h2>{escape(name)}</h2>{html}</section>'
                    for anchor, name, html in sections)
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{CSS}</style></head>\n"
-        f"<body><header><h1>{escape(title)}</h1><nav>{nav}</nav></header>\n"
-        f"<main>{body}</main></body></html>\n"
-    )
-    write_text(path, page)
+    write_text(path, '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+               '<meta name="viewport" content="width=device-width, initial-scale=1">'
+               f"<title>{escape(title)}</title><style>{CSS}</style></head>\n"
+               f"<body><header><h1>{escape(title)}</h1><nav>{nav}</nav></header>\n"
+               f"<main>{lead}{body}</main></body></html>\n")
+
+
+def figure(path: Path, caption: str, sheet: bool = False) -> str:
+    """An inlined image and its caption; a ``sheet`` of samples is drawn with sharp pixels."""
+    klass = ' class="sheet"' if sheet else ""
+    return (f'<figure><img{klass} src="{data_uri(path)}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def side_by_side(blocks: list[str]) -> str:
+    """``blocks`` side by side where the page is wide enough; "" when there are none."""
+    return f'<div class="cols">{"".join(blocks)}</div>' if blocks else ""
 
 
 def data_uri(path: Path) -> str:
@@ -119,13 +133,8 @@ def _final_caption(path: Path | None) -> str:
 
 
 def _figures(images: dict[str, Path], wanted: list[tuple[str, str]], *, sheet: bool = False) -> str:
-    klass = ' class="sheet"' if sheet else ""
-    figures = [
-        f'<figure><img{klass} src="{data_uri(images[key])}" alt="{escape(caption)}">'
-        f"<figcaption>{escape(caption)}</figcaption></figure>"
-        for key, caption in wanted if key in images
-    ]
-    return f'<div class="cols">{"".join(figures)}</div>' if figures else ""
+    return side_by_side([figure(images[key], caption, sheet)
+                         for key, caption in wanted if key in images])
 
 
 def _video(video: Path | None) -> str:
@@ -153,7 +162,7 @@ def _layer_tables(tables: dict[str, list[dict]]) -> str:
             f'<tfoot><tr><td></td><td colspan="2">Total</td><td class="num">{total:,}</td></tr>'
             "</tfoot></table></div></div>"
         )
-    return f'<div class="cols">{"".join(blocks)}</div>' if blocks else ""
+    return side_by_side(blocks)
 
 
 def _metric_tables(metrics: dict[str, dict]) -> str:
@@ -165,4 +174,4 @@ def _metric_tables(metrics: dict[str, dict]) -> str:
         blocks.append(f'<div><h3>{escape(name)}</h3><div class="table-wrap"><table>'
                       '<thead><tr><th>Metric</th><th class="num">Value</th></tr></thead>'
                       f"<tbody>{body}</tbody></table></div></div>")
-    return f'<div class="cols">{"".join(blocks)}</div>' if blocks else ""
+    return side_by_side(blocks)

@@ -71,8 +71,7 @@ def plan(args: argparse.Namespace) -> list[Planned]:
     if args.saturating:
         v, s = args.variants[0], args.seeds[0]
         runs.append(Planned(f"{args.name}-saturating-{v}-s{s}",
-                            {**common, "model.variant": v, "train.seed": str(s),
-                             "train.g_loss": "saturating"}))
+                            {**runs[0].overrides, "train.g_loss": "saturating"}))
     return runs
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from catgan.errors import UserError
@@ -30,8 +30,8 @@ FORMAT = 1
 class Run:
     path: Path
     meta: dict
-    history: list[dict] = field(default_factory=list)
-    steps: list[dict] = field(default_factory=list)
+    history: list[dict]
+    steps: list[dict]
 
     @property
     def name(self) -> str:
@@ -74,12 +74,9 @@ def load_study(root: Path) -> tuple[dict, list[Run]]:
     if info.get("format") != FORMAT:
         raise UserError(f"{path}: study format {info.get('format')!r}, expected {FORMAT}; "
                         "rebuild it with this version of catgan")
-    runs = []
-    for meta_path in sorted((root / "runs").glob("*/run.json")):
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        run_dir = meta_path.parent
-        runs.append(Run(run_dir, meta, read_csv(run_dir / "history.csv"),
-                        read_csv(run_dir / "steps.csv")))
+    runs = [Run(run, json.loads((run / "run.json").read_text(encoding="utf-8")),
+                read_csv(run / "history.csv"), read_csv(run / "steps.csv"))
+            for run in sorted(p.parent for p in (root / "runs").glob("*/run.json"))]
     runs.sort(key=lambda r: (KINDS.index(r.meta["kind"]), r.meta["variant"], r.meta["seed"]))
     return info, runs
 
@@ -87,9 +84,7 @@ def load_study(root: Path) -> tuple[dict, list[Run]]:
 def unpack(archive: Path, dest: Path) -> Path:
     """Extract a study archive into ``dest/study`` (replacing it); returns that folder.
 
-    Every member must lie inside ``study/``, and tarfile's ``data`` filter also refuses links
-    that leave it, device files and the like.
-    """
+    Members must lie inside ``study/``; tarfile's ``data`` filter refuses links out, devices etc."""
     archive, dest = Path(archive), Path(dest)
     target = dest / "study"
     try:

@@ -1,8 +1,6 @@
 """The study page: does the fused DCGAN beat the baseline over seeds? One self-contained HTML file.
 
-It reads a study folder (catgan.studydir): the verdict and budget, the compare table, SWD and
-training curves over seeds, the final grids, a progress video per variant, why G maximises
-log D(G(z)), and parity with the course's own loop. Every figure and video is inlined.
+Built from a study folder (catgan.studydir); every figure and video is inlined.
 """
 from __future__ import annotations
 
@@ -20,10 +18,11 @@ from catgan.compare import render, stats
 from catgan.compare.runs import Record
 from catgan.config import flat_numbers
 from catgan.errors import UserError
-from catgan.fileio import atomic_path, write_text
+from catgan.fileio import atomic_path
+from catgan.images import save_png
 from catgan.losses import g_loss
 from catgan.plots import write_video
-from catgan.report import CSS, data_uri
+from catgan.report import data_uri, figure, side_by_side, write_page
 from catgan.studydir import KINDS, Run, load_study
 
 CONFIDENCE = 0.95
@@ -45,7 +44,8 @@ def build_page(study_dir: Path, out_html: Path, figures_dir: Path | None = None)
     groups = {v: [r for r in kinds["study"] if r.meta["variant"] == v] for v in summary.variants}
     with tempfile.TemporaryDirectory() as tmp:
         figs = Path(figures_dir) if figures_dir else Path(tmp)
-        sections = [
+        title = f"Study {info.get('name', study_dir.name)}: {' vs '.join(summary.variants)}"
+        write_page(out_html, title, [
             ("budget", "Budget", _budget(info, runs)),
             ("compare", f"{summary.variants[1]} vs {summary.variants[0]} over seeds",
              _compare_table(summary)),
@@ -56,16 +56,7 @@ def build_page(study_dir: Path, out_html: Path, figures_dir: Path | None = None)
             ("q1", "Why the generator maximises log D(G(z))", _q1(kinds, figs)),
             ("parity", "Parity with the course loop", _parity(groups, kinds["course"], figs)),
             ("reproduce", "How to reproduce", _reproduce(info)),
-        ]
-        title = f"Study {info.get('name', study_dir.name)}: {' vs '.join(summary.variants)}"
-        nav = "".join(f'<a href="#{a}">{escape(n)}</a>' for a, n, html in sections if html)
-        body = "".join(f'<section id="{a}"><h2>{escape(n)}</h2>{html}</section>'
-                       for a, n, html in sections if html)
-        write_text(out_html, '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-                   '<meta name="viewport" content="width=device-width, initial-scale=1">'
-                   f"<title>{escape(title)}</title><style>{CSS}</style></head>\n"
-                   f"<body><header><h1>{escape(title)}</h1><nav>{nav}</nav></header>\n"
-                   f"<main>{_verdict(summary)}{body}</main></body></html>\n")
+        ], lead=_verdict(summary))
     return out_html
 
 
@@ -106,6 +97,13 @@ def _table(head: list[str], rows: list[list[str]], text_cols: int = 1) -> str:
             f"<tbody>{tr}</tbody></table></div>")
 
 
+def _side(interval: tuple[float, float] | None) -> int | None:
+    """-1 if the interval lies below 0, 1 if above, 0 if it holds 0, None if there is none."""
+    if interval is None:
+        return None
+    return -1 if interval[1] < 0 else int(interval[0] > 0)
+
+
 def _verdict(summary: stats.Summary) -> str:
     a, b = summary.variants
     rows = {row.metric: row for row in summary.rows}
@@ -113,14 +111,9 @@ def _verdict(summary: stats.Summary) -> str:
     if row is None:
         return f"<p><strong>No verdict:</strong> no run has {KEY_METRIC}.</p>"
     sa, sb = row.stats
-    if row.interval is None:
-        claim = f"{b} cannot be judged against {a} (an interval needs 2 seeds per variant)"
-    elif row.interval[1] < 0:
-        claim = f"{b} is better than {a}"
-    elif row.interval[0] > 0:
-        claim = f"{b} is worse than {a}"
-    else:
-        claim = f"{b} is not distinguishable from {a}"
+    claim = {None: f"{b} cannot be judged against {a} (an interval needs 2 seeds per variant)",
+             -1: f"{b} is better than {a}", 1: f"{b} is worse than {a}",
+             0: f"{b} is not distinguishable from {a}"}[_side(row.interval)]
     seeds = str(sa.n) if sa.n == sb.n else f"{sa.n} and {sb.n}"
     text = (f"{claim} at {summary.confidence:.0%} with {seeds} seeds per variant, on the "
             f"sliced Wasserstein distance to the real images (SWD x1e3, lower is better): {b} "
@@ -181,12 +174,6 @@ def _reproduce(info: dict) -> str:
 
 # -------------------------------------------------------------------------------------- figures
 
-def _figure(path: Path, caption: str, sheet: bool = False) -> str:
-    klass = ' class="sheet"' if sheet else ""
-    return (f'<figure><img{klass} src="{data_uri(path)}" alt="{escape(caption)}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
-
-
 def _axes(width: float = 7.0, panels: int = 1):
     fig = Figure(figsize=(width, 4.4), layout="constrained")
     return fig, fig.subplots(1, panels)
@@ -200,26 +187,25 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
 
 
-def _over_seeds(runs: list[Run], key: str) -> list[tuple[float, stats.Stat]]:
-    """Per epoch where any seed measured ``key``: mean and t interval over those seeds."""
+def _plot_mean(ax, runs: list[Run], key: str, **style) -> list[tuple[float, stats.Stat]]:
+    """Plot ``key``'s mean over the seeds per epoch where any measured it; returns those stats."""
     found: dict[float, list[tuple[int, float]]] = {}
     for run in runs:
         for row in run.history:
             if row.get(key) is not None:
                 found.setdefault(row["epoch"], []).append((run.meta["seed"], row[key]))
-    return [(e, stats.describe(*zip(*pts), CONFIDENCE)) for e, pts in sorted(found.items())]
+    per_epoch = [(e, stats.describe(*zip(*pts), CONFIDENCE)) for e, pts in sorted(found.items())]
+    ax.plot([e for e, _ in per_epoch], [s.mean for _, s in per_epoch], **style)
+    return per_epoch
 
 
 def _swd_figure(groups: dict[str, list[Run]], path: Path) -> str:
     fig, ax = _axes()
     for color, (variant, runs) in zip(COLORS, groups.items()):
         for run in runs:
-            own = _over_seeds([run], "swd_avg")
-            ax.plot([e for e, _ in own], [s.mean for _, s in own], color=color, alpha=0.25,
-                    linewidth=0.8)
-        per_epoch = _over_seeds(runs, "swd_avg")
-        ax.plot([e for e, _ in per_epoch], [s.mean for _, s in per_epoch], color=color, marker="o",
-                markersize=3, linewidth=2, label=f"{variant}: mean of {len(runs)} seeds")
+            _plot_mean(ax, [run], "swd_avg", color=color, alpha=0.25, linewidth=0.8)
+        per_epoch = _plot_mean(ax, runs, "swd_avg", color=color, marker="o", markersize=3,
+                               linewidth=2, label=f"{variant}: mean of {len(runs)} seeds")
         band = [(e, s.ci) for e, s in per_epoch if s.ci]
         if band:
             ax.fill_between([e for e, _ in band], [c[0] for _, c in band], [c[1] for _, c in band],
@@ -227,7 +213,7 @@ def _swd_figure(groups: dict[str, list[Run]], path: Path) -> str:
     ax.set(xlabel="epoch", ylabel="SWD x1e3 (lower is better)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _save(fig, path)
-    return _figure(path, "Mean SWD over seeds with its t interval; faint lines are single seeds.")
+    return figure(path, "Mean SWD over seeds with its t interval; faint lines are single seeds.")
 
 
 def _curves_figure(groups: dict[str, list[Run]], path: Path) -> str:
@@ -237,13 +223,11 @@ def _curves_figure(groups: dict[str, list[Run]], path: Path) -> str:
     for ax, (ylabel, series) in zip(axes, panels):
         for color, (variant, runs) in zip(COLORS, groups.items()):
             for (key, label), style in zip(series, ("-", "--")):
-                per_epoch = _over_seeds(runs, key)
-                ax.plot([e for e, _ in per_epoch], [s.mean for _, s in per_epoch], color=color,
-                        linestyle=style, label=f"{variant} {label}")
+                _plot_mean(ax, runs, key, color=color, linestyle=style, label=f"{variant} {label}")
         ax.set(xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _save(fig, path)
-    return _figure(path, "Epoch means from history.csv, averaged over seeds.")
+    return figure(path, "Epoch means from history.csv, averaged over seeds.")
 
 
 def _q1(kinds: dict[str, list[Run]], figs: Path) -> str:
@@ -253,9 +237,9 @@ def _q1(kinds: dict[str, list[Run]], figs: Path) -> str:
         ax.plot(torch.sigmoid(logits), g_loss_gradient(logits, kind), color=color, label=kind)
     ax.set(xlabel="D(G(z)) = sigmoid(logit)", ylabel="d loss_G / d logit")
     _save(fig, figs / "q1_gradients.png")
-    html = _figure(figs / "q1_gradients.png", "Early in training D rejects the fakes (D(G(z)) near "
-                   "0): there the saturating loss's gradient vanishes, the non-saturating one's is "
-                   "near -1.")
+    html = figure(figs / "q1_gradients.png", "Early in training D rejects the fakes (D(G(z)) near "
+                  "0): there the saturating loss's gradient vanishes, the non-saturating one's is "
+                  "near -1.")
     sat = next(iter(kinds["saturating"]), None)
     if sat is None:
         return html + "<p>The saturating run is missing, so only the theory is shown.</p>"
@@ -282,31 +266,18 @@ def _q1_measured(sat: Run, twin: Run, figs: Path) -> str:
     _save(fig, figs / "q1_gradnorm.png")
     where = f"{sat.meta['variant']} seed {sat.meta['seed']}, epochs up to {last:g}"
     text = "; ".join(f"{k} {v:.3g}" for k, v in medians.items())
-    html = (_figure(figs / "q1_gradnorm.png", f"G's gradient norm per logged step ({where}).")
+    html = (figure(figs / "q1_gradnorm.png", f"G's gradient norm per logged step ({where}).")
             + f"<p>Measured median G gradient norm ({escape(where)}): {escape(text)}.</p>")
     grids = _composite([[r.grids[-1] if r.grids else None for r in (twin, sat)]],
                        [f"seed {sat.meta['seed']}"], list(medians), figs / "q1_grids.png")
-    return html + (_figure(grids, "The final grids of both runs.", sheet=True) if grids else "")
-
-
-def _eval_swd(run: Run) -> float | None:
-    return ((run.meta.get("eval") or {}).get("swd") or {}).get("swd_avg")
+    return html + (figure(grids, "The final grids of both runs.", sheet=True) if grids else "")
 
 
 def _swd_stat(runs: list[Run]) -> stats.Stat | None:
-    pts = [(r.meta["seed"], _eval_swd(r)) for r in runs if _eval_swd(r) is not None]
+    """The final eval SWD over ``runs``' seeds; None if none has one."""
+    pts = [(r.meta["seed"], x) for r in runs
+           if (x := ((r.meta.get("eval") or {}).get("swd") or {}).get("swd_avg")) is not None]
     return stats.describe(*zip(*pts), CONFIDENCE) if pts else None
-
-
-def _parity_words(interval: tuple[float, float] | None) -> str:
-    """Course minus pipeline SWD: below zero everywhere means the pipeline's SWD is higher."""
-    if interval is None:
-        return "too few seeds to tell"
-    if interval[1] < 0:
-        return "the pipeline is worse beyond the noise"
-    if interval[0] > 0:
-        return "the pipeline is better beyond the noise"
-    return "no difference beyond the noise"
 
 
 def _parity(groups: dict[str, list[Run]], course: list[Run], figs: Path) -> str:
@@ -314,6 +285,9 @@ def _parity(groups: dict[str, list[Run]], course: list[Run], figs: Path) -> str:
         return ""
     variants = sorted({r.meta["variant"] for r in course})
     fig, ax = _axes(6.4)
+    # course minus pipeline SWD: below zero means the pipeline's SWD is the higher one
+    words = {None: "too few seeds to tell", -1: "the pipeline is worse beyond the noise",
+             1: "the pipeline is better beyond the noise", 0: "no difference beyond the noise"}
     rows = []
     for x, variant in enumerate(variants):
         sides = (_swd_stat(groups.get(variant, [])),
@@ -330,14 +304,14 @@ def _parity(groups: dict[str, list[Run]], course: list[Run], figs: Path) -> str:
         diff, interval, _ = stats.welch(*sides, CONFIDENCE) if all(sides) else (None, None, None)
         rows.append([variant, *cells, "–" if diff is None else
                      f"{diff:+.1f} {_span('swd', interval)}",
-                     _parity_words(interval) if all(sides) else "a side has no run"])
+                     words[_side(interval)] if all(sides) else "a side has no run"])
     ax.set(ylabel="eval SWD x1e3 (lower is better)", xticks=range(len(variants)),
            xticklabels=variants, xlim=(-0.6, len(variants) - 0.4))
     _save(fig, figs / "parity.png")
     pct = f"{CONFIDENCE:.0%}"
     head = ["variant", f"pipeline mean [{pct}] (per seed)", f"course mean [{pct}] (per seed)",
             f"course − pipeline [Welch {pct}]", "in words"]
-    return _table(head, rows) + _figure(
+    return _table(head, rows) + figure(
         figs / "parity.png", "Eval SWD per seed (dots), mean and interval (diamonds).")
 
 
@@ -371,8 +345,7 @@ def _composite(cells: list[list[Path | None]], rows: list[str], cols: list[str],
             if png:
                 x = LABEL_W + j * (cw + GAP) + (cw - w) // 2
                 sheet.paste(_rgb(png).resize((w, h)), (x, y))
-    with atomic_path(path, suffix=".png") as tmp:
-        sheet.save(tmp, format="PNG")
+    save_png(sheet, path)
     return path
 
 
@@ -384,7 +357,7 @@ def _grids(groups: dict[str, list[Run]], path: Path) -> str:
                       [f"seed {s}" for s in seeds], list(groups), path)
     if not made:
         return "<p>No study run saved a grid.</p>"
-    return _figure(made, "The last epoch's fixed-latent grid of every study run.", sheet=True)
+    return figure(made, "The last epoch's fixed-latent grid of every study run.", sheet=True)
 
 
 def _progress(frames: list[Path], stem: Path) -> tuple[str, str]:
@@ -412,7 +385,7 @@ def _videos(groups: dict[str, list[Run]], tmp: Path) -> str:
             caption = (f"{variant}, seed {run.meta['seed']}: the fixed latent batch after each of "
                        f"{len(run.grids) - 1} epochs (epoch 0 is untrained); {how}.")
             blocks.append(f"<figure>{media}<figcaption>{escape(caption)}</figcaption></figure>")
-    return f'<div class="cols">{"".join(blocks)}</div>' if blocks else "<p>No grids saved.</p>"
+    return side_by_side(blocks) or "<p>No grids saved.</p>"
 
 
 def publish(study_dir: Path) -> Path:

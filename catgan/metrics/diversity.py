@@ -11,20 +11,17 @@ from catgan.errors import UserError
 from catgan.metrics.swd import check_image_batch
 
 
-def pair_indices(n: int, max_pairs: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """All unordered pairs if there are at most ``max_pairs``, else ``max_pairs`` random distinct ones."""
-    if n * (n - 1) // 2 <= max_pairs:
-        return tuple(torch.triu_indices(n, n, offset=1))
-    first = torch.randint(0, n, (max_pairs,), generator=generator)
-    # Shifting by 1..n-1 (mod n) never pairs an image with itself.
-    second = (first + torch.randint(1, n, (max_pairs,), generator=generator)) % n
-    return first, second
-
-
 def mean_pairwise_distance(images: Tensor, max_pairs: int, generator: torch.Generator) -> float:
-    """Mean L2 distance between pairs of images taken as floats in [0, 1]."""
-    first, second = pair_indices(len(images), max_pairs, generator)
-    flat = images.reshape(len(images), -1).cpu()
+    """Mean L2 distance between images taken as floats in [0, 1]: over all unordered pairs if
+    there are at most ``max_pairs``, else over ``max_pairs`` random pairs of distinct images."""
+    n = len(images)
+    if n * (n - 1) // 2 <= max_pairs:
+        first, second = torch.triu_indices(n, n, offset=1)
+    else:
+        first = torch.randint(0, n, (max_pairs,), generator=generator)
+        # Shifting by 1..n-1 (mod n) never pairs an image with itself.
+        second = (first + torch.randint(1, n, (max_pairs,), generator=generator)) % n
+    flat = images.reshape(n, -1).cpu()
     diffs = (flat[first].double() - flat[second].double()) / 255.0
     return float(diffs.norm(dim=1).mean())
 
@@ -41,11 +38,8 @@ def diversity_ratio(real: Tensor, fake: Tensor, *, max_pairs: int = 500, seed: i
     if diversity_real == 0.0:
         raise UserError("diversity: every sampled pair of real images is identical, so there is no real "
                         "diversity to compare against; check the preprocessed data set")
-    return {
-        "diversity_real": diversity_real,
-        "diversity_fake": diversity_fake,
-        "diversity_ratio": diversity_fake / diversity_real,
-    }
+    return {"diversity_real": diversity_real, "diversity_fake": diversity_fake,
+            "diversity_ratio": diversity_fake / diversity_real}
 
 
 def collapse_warning(ratio: float, threshold: float = 0.5) -> str | None:

@@ -33,14 +33,11 @@ class _Passthrough(nn.Module):
         return features
 
 
-def cached_weights_path() -> Path:
-    """Where torch-fidelity's own download would have put the weights (torch hub's cache)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
-
-
 def resolve_weights(weights: str) -> tuple[Path | None, str]:
-    """The local weights file for ``weights`` ("" = torch hub cache), or None and the reason."""
-    path = Path(weights).expanduser() if weights else cached_weights_path()
+    """The local weights file for ``weights`` ("": torch hub's cache, where torch-fidelity's own
+    download puts it), or None and the reason."""
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
+    path = Path(weights).expanduser() if weights else hub
     if path.is_file():
         return path, ""
     where = f"Inception weights file {path} was not found" if weights else (
@@ -106,12 +103,9 @@ def fid_kid(real_features: Tensor, fake_features: Tensor, *, kid_subset_size: in
 def inception_metrics(real: Tensor, fake: Tensor, *, weights: str, batch_size: int = 100,
                       kid_subset_size: int = 1000, feature_extractor: nn.Module | None = None,
                       seed: int = 0, device: str | torch.device = "cpu") -> dict:
-    """FID and KID between uint8 N x 3 x H x W batches.
-
-    Returns ``{"status": "ok", "fid", "kid_mean", "kid_std"}``, or ``{"status": "skipped", "reason"}``
-    (with one logged warning) when no Inception weights are available locally. ``feature_extractor``
-    replaces Inception (any module mapping a uint8 batch to N x D features).
-    """
+    """``{"status": "ok", "fid", "kid_mean", "kid_std"}`` between uint8 N x 3 x H x W batches, or
+    ``{"status": "skipped", "reason"}`` (logged once) with no local Inception weights.
+    ``feature_extractor`` (uint8 batch -> N x D features) replaces Inception."""
     check_image_batch(real, "real images", min_count=2)
     check_image_batch(fake, "fake images", min_count=2)
     if batch_size < 1:

@@ -34,22 +34,16 @@ def check_image_batch(images: object, name: str, min_count: int = 1) -> None:
     if not isinstance(images, Tensor):
         raise UserError(f"{name}: expected a torch.Tensor of images, got {type(images).__name__}")
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise UserError(
-            f"{name}: expected uint8 images shaped N x 3 x H x W (values 0..255), got dtype "
-            f"{images.dtype} and shape {tuple(images.shape)}; quantise generated images first, "
-            "e.g. catgan.images.to_uint8"
-        )
+        raise UserError(f"{name}: expected uint8 images shaped N x 3 x H x W (values 0..255), got "
+                        f"dtype {images.dtype} and shape {tuple(images.shape)}; quantise generated "
+                        "images first, e.g. catgan.images.to_uint8")
     if images.shape[0] < min_count:
         raise UserError(f"{name}: needs at least {min_count} images, got {images.shape[0]}")
 
 
 def pyramid_resolutions(size: int, min_resolution: int) -> list[int]:
     """Level sizes from ``size`` halving down to ``min_resolution``: 64, 16 -> [64, 32, 16]."""
-    resolutions = []
-    while size >= min_resolution:
-        resolutions.append(size)
-        size //= 2
-    return resolutions
+    return [size >> k for k in range(size.bit_length()) if size >> k >= min_resolution]
 
 
 def _blur(images: Tensor, taps: Tensor, stride: int = 1) -> Tensor:
@@ -128,39 +122,51 @@ def _sorted_gap_torch(proj_a: Tensor, proj_b: Tensor) -> float:
     return float(gap.abs().double().mean())
 
 
-def sample_centres(n_images: int, size: int, patches_per_image: int, patch_size: int,
-                   generator: torch.Generator) -> Tensor:
-    """Random patch centres (N x P x 2) keeping the whole patch inside a size x size level."""
-    radius = patch_size // 2
-    return torch.randint(radius, size - radius, (n_images, patches_per_image, 2), generator=generator)
-
-
-def sample_directions(dim: int, repeats: int, dirs_per_repeat: int,
-                      generator: torch.Generator) -> Tensor:
-    """Random unit directions, repeats x dim x dirs_per_repeat."""
-    dirs = torch.randn(repeats, dim, dirs_per_repeat, generator=generator)
-    return dirs / dirs.norm(dim=1, keepdim=True)
-
-
 def draw_samples(n_real: int, n_fake: int, resolutions: list[int], *, seed: int, patches_per_image: int,
                  patch_size: int, dirs_per_repeat: int, repeats: int) -> list[LevelSample]:
-    """All random draws of one SWD evaluation, one LevelSample per resolution."""
+    """All random draws of one SWD evaluation, one LevelSample per resolution, in a fixed order."""
     generator = torch.Generator().manual_seed(seed)
-    dim = 3 * patch_size * patch_size
-    return [
-        LevelSample(
-            real_centres=sample_centres(n_real, res, patches_per_image, patch_size, generator),
-            fake_centres=sample_centres(n_fake, res, patches_per_image, patch_size, generator),
-            directions=sample_directions(dim, repeats, dirs_per_repeat, generator),
-        )
-        for res in resolutions
-    ]
+    radius, dim = patch_size // 2, 3 * patch_size * patch_size
+
+    def centres(n_images: int, size: int) -> Tensor:  # the whole patch inside the level
+        return torch.randint(radius, size - radius, (n_images, patches_per_image, 2),
+                             generator=generator)
+
+    samples = []
+    for res in resolutions:
+        real, fake = centres(n_real, res), centres(n_fake, res)
+        dirs = torch.randn(repeats, dim, dirs_per_repeat, generator=generator)
+        samples.append(LevelSample(real, fake, dirs / dirs.norm(dim=1, keepdim=True)))
+    return samples
 
 
-def swd_from_samples(real: Tensor, fake: Tensor, samples: list[LevelSample],
-                     patch_size: int, device: torch.device | None = None) -> dict[str, float]:
-    """SWD x1e3 per level (``swd_<resolution>``) and their mean (``swd_avg``) for given draws,
-    computed on ``device`` (default: the CPU)."""
+def swd(real: Tensor, fake: Tensor, *, seed: int, patches_per_image: int = 128, patch_size: int = 7,
+        dirs_per_repeat: int = 128, repeats: int = 4, min_resolution: int = 16,
+        device: torch.device | None = None) -> dict[str, float]:
+    """Sliced Wasserstein distance x1e3 per pyramid level between uint8 image batches, on ``device``
+    (default: the CPU): for 64x64 input ``swd_64``, ``swd_32``, ``swd_16`` (the low-pass level)
+    and their mean ``swd_avg``."""
+    check_image_batch(real, "real images")
+    check_image_batch(fake, "fake images")
+    if real.shape != fake.shape:
+        raise UserError(f"SWD compares equally many images of one size, got real "
+                        f"{tuple(real.shape)} and fake {tuple(fake.shape)}; pass the same number "
+                        "of images of the same size (subsample the larger set)")
+    size = real.shape[-1]
+    if real.shape[-2] != size or size & (size - 1):
+        raise UserError(f"SWD needs square power-of-two images, got {real.shape[-2]}x{size}")
+    if patch_size < 1 or patch_size % 2 == 0:
+        raise UserError(f"SWD patch_size must be a positive odd number, got {patch_size}")
+    if min_resolution < max(patch_size, 3) or size < min_resolution:
+        raise UserError(f"SWD min_resolution={min_resolution} must be at least patch_size="
+                        f"{patch_size} (and 3) and at most the image size {size}")
+    counts = {"patches_per_image": patches_per_image, "dirs_per_repeat": dirs_per_repeat,
+              "repeats": repeats}
+    for key, value in counts.items():
+        if value < 1:
+            raise UserError(f"SWD {key} must be a positive integer, got {value}")
+    samples = draw_samples(len(real), len(fake), pyramid_resolutions(size, min_resolution),
+                           seed=seed, patch_size=patch_size, **counts)
     device = device or torch.device("cpu")
     with torch.no_grad():
         real_pyr = laplacian_pyramid(real.to(device), len(samples))
@@ -172,44 +178,3 @@ def swd_from_samples(real: Tensor, fake: Tensor, samples: list[LevelSample],
             result[f"swd_{real_level.shape[-1]}"] = sliced_wasserstein(a, b, sample.directions) * 1e3
     result["swd_avg"] = sum(result.values()) / len(result)
     return result
-
-
-def _check_settings(real: Tensor, fake: Tensor, patch_size: int, min_resolution: int,
-                    counts: dict[str, int]) -> None:
-    check_image_batch(real, "real images")
-    check_image_batch(fake, "fake images")
-    if real.shape != fake.shape:
-        raise UserError(
-            f"SWD compares equally many images of one size, got real {tuple(real.shape)} and fake "
-            f"{tuple(fake.shape)}; pass the same number of images of the same size "
-            "(subsample the larger set)"
-        )
-    size = real.shape[-1]
-    if real.shape[-2] != size or size & (size - 1):
-        raise UserError(f"SWD needs square power-of-two images, got {real.shape[-2]}x{size}")
-    if patch_size < 1 or patch_size % 2 == 0:
-        raise UserError(f"SWD patch_size must be a positive odd number, got {patch_size}")
-    if min_resolution < max(patch_size, 3) or size < min_resolution:
-        raise UserError(
-            f"SWD min_resolution={min_resolution} must be at least patch_size={patch_size} (and 3) "
-            f"and at most the image size {size}"
-        )
-    for key, value in counts.items():
-        if value < 1:
-            raise UserError(f"SWD {key} must be a positive integer, got {value}")
-
-
-def swd(real: Tensor, fake: Tensor, *, seed: int, patches_per_image: int = 128, patch_size: int = 7,
-        dirs_per_repeat: int = 128, repeats: int = 4, min_resolution: int = 16,
-        device: torch.device | None = None) -> dict[str, float]:
-    """Sliced Wasserstein distance x1e3 per pyramid level between uint8 image batches.
-
-    For 64x64 input returns ``swd_64``, ``swd_32``, ``swd_16`` (the low-pass level) and ``swd_avg``.
-    """
-    counts = {"patches_per_image": patches_per_image, "dirs_per_repeat": dirs_per_repeat,
-              "repeats": repeats}
-    _check_settings(real, fake, patch_size, min_resolution, counts)
-    resolutions = pyramid_resolutions(real.shape[-1], min_resolution)
-    samples = draw_samples(real.shape[0], fake.shape[0], resolutions, seed=seed, patch_size=patch_size,
-                           **counts)
-    return swd_from_samples(real, fake, samples, patch_size, device)
