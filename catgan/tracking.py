@@ -51,7 +51,7 @@ class NullTracker:
 
     def log_dataset(self, name: str, digest: str, source: dict) -> None: ...
 
-    def finish(self, status: str = "FINISHED") -> None: ...
+    def finish(self, status: str | None = "FINISHED", stage: str = "train") -> None: ...
 
 
 class MlflowTracker(NullTracker):
@@ -223,17 +223,25 @@ class MlflowTracker(NullTracker):
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(
             dataset, tags=[InputTag("mlflow.data.context", "training")])])
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str | None = "FINISHED", stage: str = "train") -> None:
+        """A last try of the kept calls, then the run's ``status``; None leaves the status to the
+        train stage, which owns the run. A run left incomplete is reported in one line."""
         self._resend_at = 0.0  # the last chance: try the store whatever the interval
-        self._call("finish", lambda: self.client.set_terminated(self.run_id, status=status))
-        if self._pending:
-            log.error("MLflow run %s in %s is incomplete and left unfinished: tracking stopped at %s, "
-                      "and %d call(s) from then on were not sent. The stage's outputs and checkpoints "
-                      "are complete; once the store answers, re-send the run with `dvc repro --force "
-                      "--single-item train` (same params: it resumes the finished checkpoint and logs "
-                      "only what the run lacks)", self.run_id, redact(self.uri), self.failure,
-                      len(self._pending))
-            self._pending = []
+        if status:
+            self._call("finish", lambda: self.client.set_terminated(self.run_id, status=status))
+        elif self._pending:
+            self._resend()
+        if not self._pending:
+            return
+        owned = status is not None
+        log.error("MLflow run %s in %s is incomplete%s: tracking stopped at %s, and %d call(s) from "
+                  "then on were not sent. The stage's outputs%s are complete; once the store "
+                  "answers, re-send the run with `dvc repro --force --single-item %s` (%s)",
+                  self.run_id, redact(self.uri), " and left unfinished" if owned else "",
+                  self.failure, len(self._pending), " and checkpoints" if owned else "", stage,
+                  "same params: it resumes the finished checkpoint and logs only what the run lacks"
+                  if owned else "the same values: the run keeps each once")
+        self._pending = []
 
     def _call(self, what: str, func: Callable[[], Any]) -> Any:
         """``func()``; None, and ``func`` kept for later, while the store fails."""

@@ -28,6 +28,7 @@ def main() -> None:
     tracker = open_run(params.tracking, run["mlflow_run_id"])
     tracker.log_metrics(flat_numbers(metrics, "eval."), step=run["epochs"])
     tracker.set_tags({f"eval.{k}": v for k, v in notes.items()})
+    tracker.finish(None, "evaluate")
     swd_avg, floor = metrics["swd"]["swd_avg"], metrics["swd_real_floor"]["swd_avg"]
     print(f"evaluate: SWD x1e3 {swd_avg:.2f} (real-vs-real floor {floor:.2f}), "
           f"D(real) {metrics['scores']['real']:.3f}, D(fake) {metrics['scores']['fake']:.3f}")

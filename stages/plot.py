@@ -50,6 +50,7 @@ def main() -> None:
     tracker = open_run(params.tracking, run["mlflow_run_id"])
     for path in sorted(OUT.iterdir()):
         tracker.log_artifact(path, "report")
+    tracker.finish(None, "plot")
     print(f"plot: report at {OUT / 'index.html'}")
 
 

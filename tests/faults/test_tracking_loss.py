@@ -13,7 +13,9 @@ from PIL import Image
 from stagerun import empty_store, make_project, prepared, start, wait_until
 
 from catgan import checkpoint
-from catgan.tracking import MlflowTracker
+from catgan.config import TrackingConfig
+from catgan.mlflowstore import open_client
+from catgan.tracking import MlflowTracker, open_run
 
 
 def test_train_stage_outlives_its_store_folder_being_deleted(tmp_path):
@@ -70,3 +72,50 @@ def test_after_a_failure_calls_are_kept_and_finish_reports_those_never_sent(tmp_
     assert "7 call(s) from then on were not sent" in errors[1]
     assert tracker.run_id == run_id and tracker.failure.startswith("log_metrics")
     assert not Path(store).exists()  # nothing re-created the vanished store
+
+
+def _finished_run(tmp_path: Path, monkeypatch) -> tuple[Path, str, str]:
+    """A store holding one run the train stage finished; the cwd as a later stage's."""
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{empty_store(store)}"
+    trainer = MlflowTracker(uri, "faults", tmp_path / "artifacts")
+    run_id = trainer.start({"lr": 0.1}, {"variant": "fused"})
+    trainer.finish()
+    return store, uri, run_id
+
+
+def test_a_later_stage_resends_its_kept_calls_at_its_end_and_leaves_the_run_finished(
+        tmp_path, monkeypatch, caplog):
+    store, uri, run_id = _finished_run(tmp_path, monkeypatch)
+    evaluate = open_run(TrackingConfig(experiment="faults", uri=uri), run_id)
+    away = store.rename(tmp_path / "away")  # the store is gone while the stage logs
+    with caplog.at_level(logging.ERROR, logger="catgan.tracking"):
+        evaluate.log_metrics({"eval.swd": 1.5}, step=3)
+        evaluate.set_tags({"eval.note": "x"})
+        away.rename(store)
+        evaluate.finish(None, "evaluate")
+    errors = [r.getMessage() for r in caplog.records if r.name == "catgan.tracking"]
+    assert len(errors) == 1 and "failed in log_metrics" in errors[0], errors
+    run = open_client(uri).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["eval.swd"] == 1.5 and run.data.tags["eval.note"] == "x"
+
+
+def test_a_later_stage_that_cannot_resend_names_itself_and_leaves_the_status_alone(
+        tmp_path, monkeypatch, caplog):
+    store, uri, run_id = _finished_run(tmp_path, monkeypatch)
+    plot = open_run(TrackingConfig(experiment="faults", uri=uri), run_id)
+    shutil.rmtree(store)
+    with caplog.at_level(logging.ERROR, logger="catgan.tracking"):
+        plot.log_artifact(tmp_path / "index.html", "report")
+        plot.log_artifact(tmp_path / "losses.png", "report")
+        plot.finish(None, "plot")
+    errors = [r.getMessage() for r in caplog.records if r.name == "catgan.tracking"]
+    assert len(errors) == 2, errors
+    assert errors[1].startswith(f"MLflow run {run_id} in {uri} is incomplete: tracking stopped "
+                                "at log_artifact")
+    assert "2 call(s) from then on were not sent" in errors[1]
+    assert "`dvc repro --force --single-item plot`" in errors[1]
+    assert "finish" not in plot.failure  # no attempt to close a run the train stage owns
