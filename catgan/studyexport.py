@@ -49,8 +49,9 @@ def _source(params: dict) -> str:
 def _export_run(client, run, run_dir: Path) -> None:
     run_id, params, tags = run.info.run_id, run.data.params, run.data.tags
     images, batch = int(tags.get("data_images", 0)), int(params["train.batch_size"])
-    per_epoch = steps_per_epoch(images, batch, int(params.get("train.steps_per_epoch", 0)),
-                                int(params.get("train.nproc", 1)))
+    # train.nproc counts the processes of one node; runs from before the tag ran on one node.
+    world = int(tags.get("processes", params.get("train.nproc", 1)))
+    per_epoch = steps_per_epoch(images, batch, int(params.get("train.steps_per_epoch", 0)), world)
     epochs = int(params["train.epochs"])
     history = _rows(client, run_id, HISTORY_COLUMNS[1:], "epoch", prefix=EPOCH_KEY)
     steps = _rows(client, run_id, COLUMNS, "step", prefix=STEP_KEY)

@@ -142,7 +142,8 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
         result.history, result.steps = state["history"], state["steps"]
         result.resumed_from = state["epoch"]
         log.info("resuming from %s at epoch %d", ckpt_path, state["epoch"])
-    tags = {**run_tags(params, data_hash), "device": describe(device), "data_images": len(images)}
+    tags = {**run_tags(params, data_hash), "device": describe(device), "data_images": len(images),
+            "processes": dist.world}
     result.run_id = tracker.start(flatten(params), tags, run_id=state["run_id"] if state else None)
     if state:
         # A kill between an epoch's checkpoint and its MLflow calls lost them: log the checkpoint's

@@ -77,7 +77,9 @@ def test_torchrun_train_stage_writes_one_set_of_outputs_and_one_mlflow_run(proje
         runs = db.execute("select status from runs").fetchall()
         epochs = db.execute("select count(*) from metrics where key = ?",
                             (EPOCH_KEY + "loss_d",)).fetchone()[0]
+        processes = db.execute("select value from tags where key = 'processes'").fetchall()
     assert runs == [("FINISHED",)]
+    assert processes == [("2",)]
     assert epochs == 2
 
 
