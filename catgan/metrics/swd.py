@@ -43,7 +43,11 @@ def check_image_batch(images: object, name: str, min_count: int = 1) -> None:
 
 def pyramid_resolutions(size: int, min_resolution: int) -> list[int]:
     """Level sizes from ``size`` halving down to ``min_resolution``: 64, 16 -> [64, 32, 16]."""
-    return [size >> k for k in range(size.bit_length()) if size >> k >= min_resolution]
+    resolutions = []
+    while size >= min_resolution:
+        resolutions.append(size)
+        size //= 2
+    return resolutions
 
 
 def _blur(images: Tensor, taps: Tensor, stride: int = 1) -> Tensor:
