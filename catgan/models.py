@@ -16,14 +16,19 @@ class Discriminator(nn.Sequential):
 
 
 def _d_block(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
+    return [
+        nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.LeakyReLU(0.2, inplace=True),
+    ]
 
 
 def _g_block(c_in: int, c_out: int, stride: int = 2, padding: int = 1) -> list[nn.Module]:
-    return [nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=stride, padding=padding,
-                               bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return [
+        nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
 
 
 def _d_trunk() -> list[nn.Module]:
@@ -33,8 +38,11 @@ def _d_trunk() -> list[nn.Module]:
 
 def _g_trunk(latent_dim: int) -> list[nn.Module]:
     """latent_dim x 1 x 1 -> 128 x 16 x 16, shared by every variant."""
-    return [*_g_block(latent_dim, 512, stride=1, padding=0), *_g_block(512, 256),
-            *_g_block(256, 128)]
+    return [
+        *_g_block(latent_dim, 512, stride=1, padding=0),
+        *_g_block(512, 256),
+        *_g_block(256, 128),
+    ]
 
 
 def baseline(latent_dim: int) -> tuple[nn.Module, nn.Module]:
