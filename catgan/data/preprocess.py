@@ -86,7 +86,11 @@ def _output_size(width: int, height: int, size: int) -> tuple[int, int]:
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     """Bilinear resize of the shorter side to ``size``, then a centre crop: torchvision on PIL."""
     new_w, new_h = _output_size(*img.size, size)
-    img = img.resize((new_w, new_h), Image.BILINEAR)  # a copy when the size is already right
+    # The Kaggle cats are already 64x64: they skip both steps, which would only copy them.
+    if (new_w, new_h) != img.size:
+        img = img.resize((new_w, new_h), Image.BILINEAR)
+    if img.size == (size, size):
+        return img
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
 
