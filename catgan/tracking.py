@@ -227,13 +227,13 @@ class MlflowTracker(NullTracker):
         """A last try of the kept calls, then the run's ``status``; None leaves the status to the
         train stage, which owns the run. A run left incomplete is reported in one line."""
         self._resend_at = 0.0  # the last chance: try the store whatever the interval
-        if status:
+        owned = status is not None
+        if owned:
             self._call("finish", lambda: self.client.set_terminated(self.run_id, status=status))
         elif self._pending:
             self._resend()
         if not self._pending:
             return
-        owned = status is not None
         log.error("MLflow run %s in %s is incomplete%s: tracking stopped at %s, and %d call(s) from "
                   "then on were not sent. The stage's outputs%s are complete; once the store "
                   "answers, re-send the run with `dvc repro --force --single-item %s` (%s)",
