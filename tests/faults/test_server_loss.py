@@ -45,7 +45,7 @@ def run_id_of(project: Path) -> str:
 
 
 def test_two_train_stages_logging_at_the_same_time_both_land_whole(tmp_path, team, data):
-    """The queue test cannot make DVC's two workers overlap; two stage processes side by side do."""
+    """The queue test overlaps whole pipelines, not their short train stages; this one overlaps those."""
     url, _ = team
     projects = [make_project(tmp_path / variant, {"model": {"variant": variant},
                                                   "train": {"epochs": EPOCHS},
