@@ -35,7 +35,9 @@ def project(tmp_path_factory) -> Path:
 def interrupted_then_resumed(project: Path) -> tuple[str, str]:
     """The study killed while its first run trains, then the same command again."""
     cmd = [*STUDY, "--saturating"]
-    proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=subprocess.PIPE, text=True)
+    # A shell's background job (`make test &`) ignores SIGINT, and so would the study it starts.
+    proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and "Running" not in sh(project, "dvc", "queue", "status"):
         time.sleep(1)
