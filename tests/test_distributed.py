@@ -67,6 +67,7 @@ def launch(project: Path, nproc: int) -> subprocess.CompletedProcess:
                           text=True, timeout=300, env=stage_env(project))
 
 
+@pytest.mark.slow  # the whole stage under torchrun, two processes and a store: out of the quick loop
 def test_torchrun_train_stage_writes_one_set_of_outputs_and_one_mlflow_run(project):
     proc = launch(project, 2)
     assert proc.returncode == 0, proc.stderr[-3000:]

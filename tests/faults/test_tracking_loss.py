@@ -8,6 +8,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 from stagerun import empty_store, make_project, prepared, start, wait_until
@@ -18,6 +19,7 @@ from catgan.mlflowstore import open_client
 from catgan.tracking import MlflowTracker, open_run
 
 
+@pytest.mark.slow  # a train stage process logging to MLflow for seconds: out of the quick loop
 def test_train_stage_outlives_its_store_folder_being_deleted(tmp_path):
     data = prepared(tmp_path / "data")
     store = tmp_path / "store"
