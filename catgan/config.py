@@ -29,14 +29,21 @@ SOURCES = ("kaggle", "folder", "synthetic")
 VARIANTS = ("baseline", "fused")
 INIT_SCHEMES = ("default", "dcgan")
 G_LOSSES = ("non_saturating", "saturating")
+# standard: the course's BCE, G's form set by train.g_loss; rasgan and ralsgan: the relativistic
+# average standard and least-squares GANs (Jolicoeur-Martineau 2018), D's and G's losses both.
+LOSSES = ("standard", "rasgan", "ralsgan")
+AUGMENTS = ("color", "translation", "cutout")  # DiffAugment's policies (catgan/augment.py)
+_AUGMENT = "(" + "|".join(AUGMENTS) + ")"
 # The user:password@ of a URL: here rather than in mlflowstore, which imports this module.
 PASSWORD_IN_URL = re.compile(r"(?<=://)([^/@:\s]*):[^/\s]*@")
 
 
-def _knob(default, *, choices=None, low=None, high=None, length=None, pattern=None, shape=""):
-    """``pattern``: a regex the whole value must match, described to the user by ``shape``."""
-    meta = {"choices": choices, "low": low, "high": high, "length": length, "pattern": pattern,
-            "shape": shape}
+def _knob(default, *, choices=None, low=None, high=None, below=None, length=None, pattern=None,
+          shape=""):
+    """``pattern``: a regex the whole value must match, described to the user by ``shape``.
+    ``below``: an upper bound the value must stay under, with ``low`` the lower one."""
+    meta = {"choices": choices, "low": low, "high": high, "below": below, "length": length,
+            "pattern": pattern, "shape": shape}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -64,6 +71,7 @@ class ModelConfig:
     variant: str = _knob("baseline", choices=VARIANTS)
     latent_dim: int = _knob(128, low=1, high=4096)
     init: str = _knob("default", choices=INIT_SCHEMES)
+    spectral_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,11 @@ class TrainConfig:
     betas: list = _knob([0.5, 0.999], low=0.0, high=0.999999, length=2)
     seed: int = _knob(0, low=0)
     g_loss: str = _knob("non_saturating", choices=G_LOSSES)
+    loss: str = _knob("standard", choices=LOSSES)
+    ema: float = _knob(0.0, low=0.0, below=1.0)  # 0 = off; 1 would never move from G's init
+    augment: str = _knob("", pattern=f"({_AUGMENT}(,{_AUGMENT})*)?",
+                         shape="'' (off) or a comma-separated list of " + ", ".join(AUGMENTS)
+                         + " without spaces, such as 'color,translation,cutout'")
     device: str = _knob("auto", choices=("auto", "cpu", "cuda"))
     threads: int = _knob(0, low=0, high=1024)
     channels_last: bool = True
@@ -83,6 +96,12 @@ class TrainConfig:
     nproc: int = _knob(1, low=1, high=64)
     sync_bn: bool = False
     log_every: int = _knob(10, low=1)
+
+    def __post_init__(self):
+        if self.loss != "standard" and self.g_loss != "non_saturating":
+            raise UserError(f"train.g_loss = {self.g_loss!r} applies to train.loss = 'standard' "
+                            f"only; train.loss = {self.loss!r} sets G's loss too: set train.g_loss: "
+                            "non_saturating, or train.loss: standard")
 
 
 @dataclass(frozen=True)
@@ -176,7 +195,10 @@ def _build(cls, raw: Any, *, prefix: str, source: str):
             values[name] = _build(hint, value, prefix=key + ".", source=source)
         else:
             values[name] = _check(key, value, hint, f.metadata, source)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except UserError as err:  # a rule across keys, from the group's __post_init__
+        raise UserError(f"{source}: {err}") from None
 
 
 def _check(key: str, value: Any, hint: type, meta, source: str):
@@ -209,7 +231,9 @@ def _check(key: str, value: Any, hint: type, meta, source: str):
     choices = meta.get("choices")
     if choices and value not in choices:
         fail("one of " + ", ".join(map(str, choices)))
-    low, high = meta.get("low"), meta.get("high")
+    low, high, below = meta.get("low"), meta.get("high"), meta.get("below")
+    if below is not None and not low <= value < below:
+        fail(f"a number in [{low}, {below})")
     if low is not None and value < low:
         fail(f"a value >= {low}")
     if high is not None and value > high:

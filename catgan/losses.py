@@ -29,6 +29,23 @@ def g_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown generator loss {kind!r}; params.yaml is checked by catgan.config")
 
 
+def relativistic(first_logits: torch.Tensor, second_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """The relativistic average losses of Jolicoeur-Martineau (2018): the first batch must look more
+    real than the second does on average, and the second less real than the first. D's loss takes
+    (real, fake), G's (fake, real).
+
+    ``rasgan``: BCE(C(a) - mean C(b) -> 1) + BCE(C(b) - mean C(a) -> 0);
+    ``ralsgan``: mean (C(a) - mean C(b) - 1)^2 + mean (C(b) - mean C(a) + 1)^2.
+    """
+    ahead = first_logits - second_logits.mean()
+    behind = second_logits - first_logits.mean()
+    if kind == "rasgan":
+        return d_loss(ahead, behind)
+    if kind == "ralsgan":
+        return (ahead - 1).square().mean() + (behind + 1).square().mean()
+    raise ValueError(f"unknown relativistic loss {kind!r}; params.yaml is checked by catgan.config")
+
+
 def grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
     """Total L2 norm of the parameters' gradients as a 0-dim tensor (no host sync)."""
     params = list(parameters)

@@ -6,6 +6,8 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 
 class Discriminator(nn.Sequential):
@@ -96,11 +98,24 @@ def init_weights(model: nn.Module, scheme: str) -> None:
             nn.init.zeros_(module.bias)
 
 
-def build(variant: str, latent_dim: int, init: str) -> tuple[nn.Module, nn.Module]:
-    """Build and initialise (generator, discriminator) for ``variant``."""
+def spectrally_normed(discriminator: Discriminator) -> Discriminator:
+    """``discriminator`` as Miyato et al. (2018) build one: every conv's weight divided by its
+    largest singular value, estimated by one power iteration per training forward, so that D
+    cannot sharpen without bound. Its BatchNorm layers go: BatchNorm's output does not change when
+    its input is scaled, so after a normalised conv it would undo the normalisation."""
+    return Discriminator(*(spectral_norm(m) if isinstance(m, nn.Conv2d) else m
+                           for m in discriminator if not isinstance(m, nn.BatchNorm2d)))
+
+
+def build(variant: str, latent_dim: int, init: str,
+          spectral_norm: bool = False) -> tuple[nn.Module, nn.Module]:
+    """Build and initialise (generator, discriminator) for ``variant``; ``spectral_norm``: D's
+    convs spectrally normalised (``spectrally_normed``)."""
     generator, discriminator = VARIANTS[variant](latent_dim)
     init_weights(generator, init)
     init_weights(discriminator, init)
+    if spectral_norm:
+        discriminator = spectrally_normed(discriminator)
     return generator, discriminator
 
 
@@ -118,15 +133,28 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
         layer = repr(module)
         if isinstance(module, nn.modules.batchnorm._BatchNorm):  # without its default arguments
             layer = f"{type(module).__name__}({module.num_features})"
+        elif parametrize.is_parametrized(module):  # e.g. Conv2d(...) + SpectralNorm(weight)
+            layer = f"{type(module).__bases__[0].__name__}({module.extra_repr()})" + "".join(
+                f" + {type(p).__name__.lstrip('_')}({name})"
+                for name, chain in module.parametrizations.items() for p in chain)
         rows.append({"layer": layer, "output_shape": list(output.shape[1:]),
-                     "params": sum(p.numel() for p in module.parameters(recurse=False))})
+                     "params": sum(p.numel() for p in module.parameters())})
 
-    for module in probe.modules():
-        if next(module.children(), None) is None:
-            module.register_forward_hook(record)
+    for module in _layers(probe):
+        module.register_forward_hook(record)
     with torch.no_grad():
         probe(torch.zeros((2, *input_shape), device=first.device, dtype=first.dtype))
     return rows
+
+
+def _layers(module: nn.Module):
+    """The leaf layers, a parametrized layer counting as one (its parametrizations are inside)."""
+    children = list(module.children())
+    if not children or parametrize.is_parametrized(module):
+        yield module
+        return
+    for child in children:
+        yield from _layers(child)
 
 
 def format_layer_table(rows: list[dict], title: str) -> str:
@@ -142,13 +170,13 @@ def format_layer_table(rows: list[dict], title: str) -> str:
 
 @contextlib.contextmanager
 def batch_statistics(model: nn.Module):
-    """Run ``model`` as in training (BatchNorm on batch statistics), its running stats untouched.
+    """Run ``model`` as in training (BatchNorm on batch statistics), its buffers untouched: BN's
+    running stats, and spectral norm's vectors, which a training-mode forward moves on.
 
     GAN networks only see batch statistics while they learn and the running ones lag behind (D's
     mix real and fake batches), so eval mode shows another network; the course samples so too.
     """
-    saved = {k: v.clone() for k, v in model.state_dict().items()
-             if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    saved = {k: v.clone() for k, v in model.named_buffers()}
     was_training = model.training
     model.train()
     try:

@@ -3,6 +3,10 @@
 Per batch: one D step (real -> 1, fake -> 0, loss = sum of both), then one G step on a fresh
 latent batch. Per-step values stay on the device and are read once every ``train.log_every``
 steps, so the loop does not wait on the host after every step.
+
+Beyond the course, each off by default: the relativistic losses (``train.loss``), DiffAugment
+before D (``train.augment``), an average of G's weights (``train.ema``) that the grids, the
+checks and the saved generator come from, and spectral norm in D (``model.spectral_norm``).
 """
 from __future__ import annotations
 
@@ -23,12 +27,14 @@ import torch
 from PIL import Image
 
 from catgan import checkpoint
+from catgan.augment import augment
 from catgan.codedeps import ROOT, closure
 from catgan.config import Params, flatten
 from catgan.distributed import Dist, describe, select_device
 from catgan.errors import UserError
 from catgan.images import grid_image, save_png
-from catgan.losses import d_loss, g_loss, grad_norm
+from catgan.ema import GeneratorEMA
+from catgan.losses import d_loss, g_loss, grad_norm, relativistic
 from catgan.models import build, sample
 from catgan.monitor import Monitor
 from catgan.outputs import COLUMNS, EPOCH_KEY, HISTORY_COLUMNS, STEP_KEY
@@ -59,7 +65,7 @@ class TrainingDiverged(UserError):
 
 @dataclass
 class TrainResult:
-    generator: torch.nn.Module
+    generator: torch.nn.Module  # with train.ema, the average: what grids, checks and stages use
     discriminator: torch.nn.Module
     history: list[dict] = field(default_factory=list)  # per epoch: step means, then quality
     steps: list[dict] = field(default_factory=list)  # one row every train.log_every steps
@@ -101,8 +107,14 @@ class _Nets:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     order: torch.Generator  # the data order: the same in every process
-    noise: torch.Generator  # latents: one stream per process
+    noise: torch.Generator  # latents and augmentations: one stream per process
     dist: Dist
+    ema: GeneratorEMA | None = None
+
+    @property
+    def shown(self) -> torch.nn.Module:
+        """The generator that grids, quality checks and the saved models come from."""
+        return self.ema.module if self.ema is not None else self.G
 
 
 def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
@@ -128,7 +140,7 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
 
     ckpt_path, grid_dir = ckpt_dir / "last.pt", ckpt_dir / "grids"
     key = training_hash(params, data_hash)
-    result = TrainResult(nets.G, nets.D)
+    result = TrainResult(nets.shown, nets.D)
     state = _resumable(checkpoint.load(ckpt_path), key, t.epochs, ckpt_path)
     _check_agreement(dist, key, state["epoch"] if state else 0, ckpt_path)
     if state:
@@ -136,6 +148,8 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
         nets.D.load_state_dict(state["D"])
         nets.opt_g.load_state_dict(state["opt_g"])
         nets.opt_d.load_state_dict(state["opt_d"])
+        if nets.ema is not None:
+            nets.ema.load_state_dict(state["G_ema"])
         checkpoint.restore_rng_state(state["rng"][dist.rank], nets.noise)
         nets.order.set_state(state["order"])
         fixed_z = state["fixed_z"].to(device)
@@ -163,6 +177,8 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
             row, step_rows = _epoch(nets, data, params, epoch, steps)
             nets.dist.average_batchnorm_statistics(nets.G)
             nets.dist.average_batchnorm_statistics(nets.D)
+            if nets.ema is not None:
+                nets.dist.average_batchnorm_statistics(nets.ema.module)
             if monitor.due(epoch):
                 row.update(_quality(monitor, nets, epoch))
             result.history.append(row)
@@ -175,7 +191,8 @@ def train(params: Params, images: np.ndarray, data_hash: str, ckpt_dir: Path,
                     "G": nets.G.state_dict(), "D": nets.D.state_dict(),
                     "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(),
                     "rng": rng, "order": nets.order.get_state(), "fixed_z": fixed_z.cpu(),
-                    "history": result.history, "steps": result.steps})
+                    "history": result.history, "steps": result.steps,
+                    **({"G_ema": nets.ema.state_dict()} if nets.ema is not None else {})})
             tracker.log_metrics({EPOCH_KEY + k: v for k, v in row.items() if k != "epoch"},
                                 step=epoch)
             tracker.log_rows(step_rows, "step", COLUMNS, prefix=STEP_KEY)
@@ -224,11 +241,13 @@ def steps_per_epoch(n: int, batch_size: int, cap: int = 0, world: int = 1) -> in
 
 def _networks(params: Params, device: torch.device, dist: Dist) -> _Nets:
     t, m = params.train, params.model
-    G, D = build(m.variant, m.latent_dim, m.init)  # same seed, so the same weights in every process
+    # Same seed, so the same weights in every process.
+    G, D = build(m.variant, m.latent_dim, m.init, m.spectral_norm)
     if t.sync_bn and dist.world > 1:
         G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(net) for net in (G, D))
     layout = torch.channels_last if t.channels_last else torch.contiguous_format
     G, D = G.to(device, memory_format=layout), D.to(device, memory_format=layout)
+    ema = GeneratorEMA(G, t.ema) if t.ema else None  # before compiling: it samples only, eagerly
     if t.compile:
         G.compile()
         D.compile()
@@ -236,7 +255,7 @@ def _networks(params: Params, device: torch.device, dist: Dist) -> _Nets:
     return _Nets(G, D, torch.optim.Adam(G.parameters(), lr=t.lr, betas=tuple(t.betas)),
                  torch.optim.Adam(D.parameters(), lr=t.lr, betas=tuple(t.betas)),
                  order=torch.Generator(device=device).manual_seed(t.seed),
-                 noise=torch.Generator(device=device).manual_seed(noise_seed), dist=dist)
+                 noise=torch.Generator(device=device).manual_seed(noise_seed), dist=dist, ema=ema)
 
 
 def _resumable(state: dict | None, key: str, epochs: int, path: Path) -> dict | None:
@@ -287,18 +306,23 @@ def _epoch(nets: _Nets, data: torch.Tensor, params: Params, epoch: int, steps: i
 
 def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
     """One D step then one G step, as in the course; returns COLUMNS as a device tensor."""
-    G, D, dist = nets.G, nets.D, nets.dist
+    G, D, dist, t = nets.G, nets.D, nets.dist, params.train
     latent, b = params.model.latent_dim, real.shape[0]
     # bf16 autocast keeps the weights, gradients and the BCE losses in float32.
     autocast = torch.autocast(real.device.type, dtype=torch.bfloat16,
-                              enabled=params.train.precision == "bf16")
+                              enabled=t.precision == "bf16")
+
+    def judge(images: torch.Tensor) -> torch.Tensor:  # D's logits, through DiffAugment when set
+        return D(augment(images, t.augment, nets.noise) if t.augment else images)
+
     z = torch.randn(b, latent, 1, 1, generator=nets.noise, device=real.device)
     with autocast:
-        real_logits = D(real)
+        real_logits = judge(real)
         with torch.no_grad():  # D's step needs G's images, not G's graph
             fake = G(z)
-        fake_logits = D(fake)
-        loss_d = d_loss(real_logits, fake_logits)
+        fake_logits = judge(fake)
+        loss_d = (d_loss(real_logits, fake_logits) if t.loss == "standard"
+                  else relativistic(real_logits, fake_logits, t.loss))
     nets.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     dist.average_gradients(D)
@@ -310,7 +334,11 @@ def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
     D.requires_grad_(False)
     try:
         with autocast:
-            loss_g = g_loss(D(G(z)), params.train.g_loss)
+            if t.loss == "standard":
+                loss_g = g_loss(judge(G(z)), t.g_loss)
+            else:  # D's view of the reals after its step: G's loss compares the two
+                real_now = judge(real)
+                loss_g = relativistic(judge(G(z)), real_now, t.loss)
         nets.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
     finally:
@@ -318,6 +346,8 @@ def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
     dist.average_gradients(G)
     norm = grad_norm(G.parameters())
     nets.opt_g.step()
+    if nets.ema is not None:
+        nets.ema.update_parameters(G)
     return torch.stack([loss_d.detach(), loss_g.detach(),
                         torch.sigmoid(real_logits.detach().float()).mean(),
                         torch.sigmoid(fake_logits.detach().float()).mean(), norm.detach()])
@@ -325,7 +355,7 @@ def _step(nets: _Nets, real: torch.Tensor, params: Params) -> torch.Tensor:
 
 def _quality(monitor: Monitor, nets: _Nets, epoch: int) -> dict[str, float]:
     started = time.perf_counter()
-    values = monitor.measure(nets.G, nets.D)
+    values = monitor.measure(nets.shown, nets.D)
     if nets.dist.main:
         log.info("epoch %d quality: SWD x1e3 %.2f, D(real) %.3f, D(fake) %.3f, diversity %.2f "
                  "(%.1f s)", epoch, values["swd_avg"], values["fixed_real_score"],
@@ -345,7 +375,7 @@ def _check_finite(values: np.ndarray, epoch: int, first: int) -> None:
 def _save_grid(nets: _Nets, fixed_z, grid_dir: Path, epoch: int, tracker: NullTracker) -> None:
     # sample() uses no RNG and restores BN statistics: the grid cannot change the trajectory.
     # Every process samples (SyncBatchNorm needs them all); only the main one writes.
-    image = grid_image(sample(nets.G, fixed_z))
+    image = grid_image(sample(nets.shown, fixed_z))
     if nets.dist.main:
         save_png(image, grid_dir / f"epoch_{epoch:03d}.png")
         tracker.log_image(image, key="samples", step=epoch)

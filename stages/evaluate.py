@@ -18,7 +18,8 @@ def main() -> None:
     params = load_params()
     seed_everything(params.eval.seed, params.train.threads)
     device = select_device(params.train.device)
-    G, D = build(params.model.variant, params.model.latent_dim, "default")
+    G, D = build(params.model.variant, params.model.latent_dim, "default",
+                 params.model.spectral_norm)
     G = load_state_dict(G, Path("models/generator.pt")).to(device)
     D = load_state_dict(D, Path("models/discriminator.pt")).to(device)
     images = load_images(Path("data/prepared/images.npy"))

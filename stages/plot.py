@@ -37,7 +37,8 @@ def main() -> None:
     shutil.copy2(frames[-1], OUT / "final.png")
     write_video(frames, OUT / "samples.mp4", fps=params.plot.fps)
 
-    G, D = build(params.model.variant, params.model.latent_dim, "default")
+    G, D = build(params.model.variant, params.model.latent_dim, "default",
+                 params.model.spectral_norm)
     tables = {"Generator": layer_table(G, (params.model.latent_dim, 1, 1)),
               "Discriminator": layer_table(D, tuple(images.shape[1:]))}
     metrics = {name: read_json(Path(f"metrics/{name}.json"), stage)
