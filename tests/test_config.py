@@ -49,11 +49,30 @@ def test_every_key_in_the_schema_is_in_params_yaml_with_a_comment():
     ({"data": {"max_bad_fraction": 2}}, "expected a value <= 1.0"),
     ({"model": 3}, "model must be a mapping"),
     ({"tracking": {"experiment": 7}}, "tracking.experiment = 7 is not allowed; expected a string"),
+    ({"train": {"augment": "color,zoom"}}, "train.augment = 'color,zoom' is not allowed; expected '' "
+     "(off) or a comma-separated list of color, translation, cutout"),
+    ({"train": {"augment": "color, cutout"}}, "without spaces"),
+    ({"train": {"augment": "color,"}}, "train.augment = 'color,' is not allowed"),
+    ({"train": {"ema": 1}}, "train.ema = 1.0 is not allowed; expected a number in [0.0, 1.0)"),
+    ({"train": {"ema": 1.5}}, "train.ema = 1.5 is not allowed; expected a number in [0.0, 1.0)"),
+    ({"train": {"ema": -0.1}}, "train.ema = -0.1 is not allowed; expected a number in [0.0, 1.0)"),
+    ({"train": {"ema": "0.999"}}, "train.ema = '0.999' is not allowed; expected a number"),
+    ({"train": {"loss": "lsgan"}}, "train.loss = 'lsgan' is not allowed; expected one of standard, "
+     "rasgan, ralsgan"),
+    ({"model": {"spectral_norm": "yes"}}, "model.spectral_norm = 'yes' is not allowed; expected true"),
 ])
 def test_schema_errors_name_the_key_value_and_what_is_allowed(raw, message):
     with pytest.raises(UserError) as err:
         parse_params(raw)
     assert message in str(err.value)
+
+
+def test_the_recipe_keys_accept_what_they_document():
+    params = parse_params({"model": {"spectral_norm": True},
+                           "train": {"ema": 0.999, "augment": "translation,color", "loss": "ralsgan"}})
+    assert (params.train.ema, params.train.augment, params.train.loss) == (0.999, "translation,color",
+                                                                           "ralsgan")
+    assert parse_params({"train": {"ema": 0}}).train.ema == 0.0 and params.model.spectral_norm
 
 
 def test_ints_are_accepted_where_numbers_are_expected():

@@ -1,13 +1,15 @@
 """GAN losses against the course's Sigmoid + BCELoss formulation, and their gradients."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from catgan.errors import UserError
-from catgan.config import G_LOSSES, parse_params
-from catgan.losses import d_loss, g_loss, grad_norm
+from catgan.config import G_LOSSES, LOSSES, parse_params
+from catgan.losses import d_loss, g_loss, grad_norm, relativistic
 
 MODERATE = torch.tensor([-3.0, -1.2, -0.1, 0.0, 0.4, 1.7, 3.0])
 
@@ -63,6 +65,54 @@ def test_unknown_g_loss_is_refused_on_load_naming_the_key_and_the_choices():
     assert "non_saturating, saturating" in str(err.value)
     with pytest.raises(ValueError, match="wasserstein"):
         g_loss(MODERATE, "wasserstein")
+
+
+REAL, FAKE = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])  # means 1 and 0
+
+
+def test_relativistic_average_losses_on_hand_computed_logits():
+    # Against the other batch's mean: real 2 - 0, 0 - 0 = [2, 0]; fake -1 - 1, 1 - 1 = [-2, 0].
+    softplus = lambda v: math.log1p(math.exp(v))  # BCE(l -> 1) = softplus(-l), (l -> 0) = softplus(l)
+    rasgan_d = (softplus(-2) + softplus(0)) / 2 + (softplus(-2) + softplus(0)) / 2
+    assert relativistic(REAL, FAKE, "rasgan").item() == pytest.approx(rasgan_d)
+    # G's: fake against real's mean [-2, 0] must look real, real against fake's [2, 0] fake.
+    rasgan_g = (softplus(2) + softplus(0)) / 2 + (softplus(2) + softplus(0)) / 2
+    assert relativistic(FAKE, REAL, "rasgan").item() == pytest.approx(rasgan_g)
+    # RaLSGAN: mean([2 - 1, 0 - 1]^2) + mean([-2 + 1, 0 + 1]^2) = 1 + 1; G's: mean(9, 1) + mean(9, 1).
+    assert relativistic(REAL, FAKE, "ralsgan").item() == pytest.approx(2.0)
+    assert relativistic(FAKE, REAL, "ralsgan").item() == pytest.approx(10.0)
+
+
+def test_relativistic_losses_pass_gradient_through_both_batches():
+    """G's relativistic loss also pulls on the fakes through the reals' term (the mean)."""
+    fake = FAKE.clone().requires_grad_()
+    relativistic(fake, REAL, "rasgan").backward()
+    alone = FAKE.clone().requires_grad_()
+    g_loss(alone - REAL.mean(), "non_saturating").backward()  # the first term alone
+    assert not torch.allclose(fake.grad, alone.grad)
+    for kind in LOSSES[1:]:
+        real = REAL.clone().requires_grad_()
+        relativistic(real, FAKE, kind).backward()
+        assert torch.isfinite(real.grad).all() and real.grad.abs().sum() > 0
+
+
+def test_every_relativistic_loss_params_allow_is_known_and_others_are_refused():
+    assert LOSSES == ("standard", "rasgan", "ralsgan")
+    for kind in LOSSES[1:]:
+        assert torch.isfinite(relativistic(MODERATE, MODERATE.flip(0), kind))
+    with pytest.raises(ValueError, match="'wgan'"):
+        relativistic(REAL, FAKE, "wgan")
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"loss": "wgan"}, "train.loss = 'wgan' is not allowed; expected one of standard, rasgan, ralsgan"),
+    ({"loss": "rasgan", "g_loss": "saturating"},
+     "params.yaml: train.g_loss = 'saturating' applies to train.loss = 'standard' only"),
+])
+def test_a_loss_that_does_not_exist_or_does_not_combine_is_refused_on_load(raw, message):
+    with pytest.raises(UserError) as err:
+        parse_params({"train": raw})
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_grad_norm_is_total_l2_norm_without_touching_grads():

@@ -11,6 +11,7 @@ from catgan import config
 from catgan.errors import UserError
 from catgan.models import (
     VARIANTS,
+    batch_statistics,
     build,
     format_layer_table,
     init_weights,
@@ -205,3 +206,59 @@ def test_sample_uses_batch_statistics_and_leaves_running_stats_alone():
     with torch.no_grad():
         assert torch.equal(out, reference(z))
     assert out.std() > 0.01  # untrained noise, not the flat grey that eval mode gives
+
+
+def sn_block(c_in: int, c_out: int, size: int) -> list[tuple[str, list[int], int]]:
+    return [("Conv2d", [c_out, size, size], conv_params(c_in, c_out, 4)),
+            ("LeakyReLU", [c_out, size, size], 0)]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_spectral_norm_normalises_every_conv_of_d_and_drops_its_batchnorm(variant):
+    torch.manual_seed(0)
+    G, D = build(variant, LATENT, "dcgan", spectral_norm=True)
+    rows = layer_table(D, INPUT_SHAPES["D"])
+    plain = [row for row in EXPECTED[(variant, "D")] if row[0] != "BatchNorm2d"]
+    assert [(r["layer"].split("(")[0], r["output_shape"], r["params"]) for r in rows] == plain
+    convs = [r["layer"] for r in rows if r["layer"].startswith("Conv2d")]
+    assert convs and all(layer.endswith(") + SpectralNorm(weight)") for layer in convs)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+    assert layer_table(G, INPUT_SHAPES["G"]) == layer_table(networks(variant)["G"], INPUT_SHAPES["G"])
+
+
+def test_spectral_norm_keeps_each_convs_largest_singular_value_at_one():
+    torch.manual_seed(0)
+    _, D = build("fused", LATENT, "dcgan", spectral_norm=True)
+    convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        for conv in convs:  # far from 1 without the normalisation
+            conv.parametrizations.weight.original.mul_(10)
+        for _ in range(40):  # in training mode each read of the weight (each forward) iterates
+            for conv in convs:
+                conv.weight
+    for conv in convs:
+        w = conv.weight.detach().flatten(1).double()
+        sigma = torch.linalg.eigvalsh(w @ w.T).max().sqrt()  # the largest singular value
+        assert sigma.item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_without_spectral_norm_the_build_draws_nothing_more():
+    torch.manual_seed(4)
+    build("baseline", LATENT, "default")
+    plain = torch.get_rng_state()
+    torch.manual_seed(4)
+    build("baseline", LATENT, "default", spectral_norm=False)
+    assert torch.equal(torch.get_rng_state(), plain)
+
+
+def test_batch_statistics_leave_spectral_norms_vectors_alone():
+    torch.manual_seed(0)
+    _, D = build("fused", LATENT, "default", spectral_norm=True)
+    D.eval()
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    with batch_statistics(D) as running:
+        running(torch.randn(4, 3, 64, 64))  # a training-mode forward: a power iteration
+        moved = {k: v.clone() for k, v in D.state_dict().items()}
+    assert any(not torch.equal(before[k], moved[k]) for k in before if k.endswith("_u"))
+    assert all(torch.equal(before[k], v) for k, v in D.state_dict().items())
+    assert not D.training

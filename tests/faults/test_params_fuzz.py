@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -67,8 +68,19 @@ def acceptable(hint, meta: typing.Mapping, value) -> bool | None:
     if hint is float and not (abs(value) < 1e308 and math.isfinite(value)):
         return False
     choices, low, high = meta.get("choices"), meta.get("low"), meta.get("high")
+    below, pattern = meta.get("below"), meta.get("pattern")
     return not ((choices and value not in choices) or (low is not None and value < low)
-                or (high is not None and value > high))
+                or (high is not None and value > high) or (below is not None and value >= below)
+                or (pattern and not re.fullmatch(pattern, value)))
+
+
+def clashes(group: str, body: dict) -> list[str]:
+    """Keys whose values are each allowed but not together: G's saturating loss is the standard
+    loss's only."""
+    if group == "train" and body.get("loss", "standard") != "standard" \
+            and body.get("g_loss", "non_saturating") != "non_saturating":
+        return ["train.g_loss"]
+    return []
 
 
 def problems(doc, path: str) -> tuple[list[str], bool]:
@@ -84,6 +96,7 @@ def problems(doc, path: str) -> tuple[list[str], bool]:
         elif not isinstance(body, dict):
             bad.append(f"{group} must be a mapping")
         else:
+            before = len(bad)
             for key, value in body.items():
                 if key not in FIELDS[group]:
                     bad.append(repr(f"{group}.{key}"))
@@ -92,6 +105,8 @@ def problems(doc, path: str) -> tuple[list[str], bool]:
                 known &= ok is not None
                 if ok is False:
                     bad.append(f"{group}.{key}")
+            if len(bad) == before:  # each value allowed: the group checks them together
+                bad += clashes(group, body)
     return bad, known
 
 
@@ -116,7 +131,7 @@ JUNK = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
 def near(key: str) -> st.SearchStrategy:
     """Values at and just past the edges of what ``key`` allows, of the right and wrong type."""
     hint, meta = KEYS[key]
-    edges = [v for v in (meta.get("low"), meta.get("high")) if v is not None]
+    edges = [v for v in (meta.get("low"), meta.get("high"), meta.get("below")) if v is not None]
     options = [st.just(DEFAULTS[key])]
     for edge in edges:
         options.append(st.sampled_from([edge, edge - 1, edge + 1, edge * 1.5, str(edge)]))
