@@ -228,3 +228,119 @@ def test_the_checkpoint_key_hashes_the_code_that_shapes_training_and_not_what_lo
     assert {"catgan/train.py", "catgan/models.py", "catgan/losses.py", "catgan/seeding.py"} <= set(code)
     assert not {"catgan/tracking.py", "catgan/progress.py", "catgan/monitor.py"} & set(code)
     assert not any(name.startswith(("catgan/metrics/", "stages/")) for name in code)
+
+
+# Every technique beyond the course at once: train.ema, train.augment, train.loss, spectral norm.
+RECIPE = {"model": {"spectral_norm": True},
+          "train": {"ema": 0.9, "augment": "color,translation,cutout", "loss": "rasgan"}}
+OFF = {"model": {"spectral_norm": False}, "train": {"ema": 0, "augment": "", "loss": "standard"}}
+
+
+def recipe(tiny_params, **groups):
+    from conftest import merge
+
+    return tiny_params(**merge(RECIPE, groups))
+
+
+def test_the_recipe_keys_off_change_nothing_and_run_none_of_its_code(
+        tiny_params, tiny_images, tmp_path, monkeypatch):
+    import catgan.models
+
+    default = train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path / "a")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("code beyond the course ran with every recipe key off")
+
+    for name in ("GeneratorEMA", "augment", "relativistic"):
+        monkeypatch.setattr(train_mod, name, refuse)
+    monkeypatch.setattr(catgan.models, "spectrally_normed", refuse)
+    off = train(tiny_params(model=OFF["model"], train={**OFF["train"], "epochs": 1}), tiny_images,
+                "d", tmp_path / "b")
+    assert same_weights(default.generator, off.generator)
+    assert same_weights(default.discriminator, off.discriminator)
+    assert default.history == off.history and default.steps == off.steps
+    assert "G_ema" not in checkpoint.load(tmp_path / "b" / "last.pt")
+
+
+def test_each_recipe_key_changes_the_run_and_keeps_it_finite(tiny_params, tiny_images, tmp_path):
+    from conftest import merge
+
+    settings = {"train": {"epochs": 1}, "eval": {"every": 0}}
+    plain = train(tiny_params(**settings), tiny_images, "d", tmp_path / "plain")
+    for name, groups in {"ema": {"train": {"ema": 0.9}}, "augment": {"train": {"augment": "cutout"}},
+                         "rasgan": {"train": {"loss": "rasgan"}},
+                         "ralsgan": {"train": {"loss": "ralsgan"}},
+                         "spectral_norm": {"model": {"spectral_norm": True}}}.items():
+        changed = train(tiny_params(**merge(settings, groups)), tiny_images, "d", tmp_path / name)
+        assert not same_weights(plain.generator, changed.generator), name
+        for row in changed.steps:
+            assert all(math.isfinite(row[c]) for c in COLUMNS), (name, row)
+
+
+def test_resume_with_the_recipe_on_equals_uninterrupted_run(tiny_params, tiny_images, tmp_path):
+    quiet = {"every": 0}  # the checks are shown not to matter below
+    full = train(recipe(tiny_params, train={"epochs": 3}, eval=quiet), tiny_images, "d",
+                 tmp_path / "full")
+    train(recipe(tiny_params, train={"epochs": 1}, eval=quiet), tiny_images, "d", tmp_path / "cut")
+    resumed = train(recipe(tiny_params, train={"epochs": 3}, eval=quiet), tiny_images, "d",
+                    tmp_path / "cut")
+    assert resumed.resumed_from == 1
+    assert same_weights(full.generator, resumed.generator)
+    assert same_weights(full.discriminator, resumed.discriminator)
+    assert full.history == resumed.history and full.steps == resumed.steps
+    a, b = (checkpoint.load(tmp_path / name / "last.pt") for name in ("full", "cut"))
+    for key in ("G", "G_ema", "D"):
+        assert a[key].keys() == b[key].keys() and all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    assert int(a["G_ema"]["n_averaged"]) == 3 * 2  # one update per step
+
+
+def test_with_ema_the_average_is_what_grids_checks_and_saved_models_show(
+        tiny_params, tiny_images, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from catgan.images import grid_image
+    from catgan.models import sample
+    from catgan.monitor import Monitor
+
+    params = recipe(tiny_params)
+    result = train(params, tiny_images, "d", tmp_path)
+    state = checkpoint.load(tmp_path / "last.pt")
+    ema = {k.removeprefix("module."): v for k, v in state["G_ema"].items() if k != "n_averaged"}
+    shown = result.generator.state_dict()
+    assert shown.keys() == ema.keys() and all(torch.equal(shown[k], ema[k]) for k in shown)
+    assert not all(torch.equal(state["G"][k], shown[k]) for k in shown)  # the raw G differs
+
+    grid = np.asarray(Image.open(tmp_path / "grids" / "epoch_002.png"))
+    assert np.array_equal(grid, np.asarray(grid_image(sample(result.generator, state["fixed_z"]))))
+    e = params.eval
+    monitor = Monitor(tiny_images, every=1, samples=e.monitor_samples, seed=e.seed,
+                      latent_dim=params.model.latent_dim, batch_size=e.batch_size,
+                      device=torch.device("cpu"))
+    assert monitor.measure(result.generator, result.discriminator)["swd_avg"] == \
+        result.history[-1]["swd_avg"]
+
+    write_train_outputs(result, tmp_path / "grids", models=tmp_path / "m", metrics=tmp_path / "x",
+                        samples=tmp_path / "s", variant="fused", latent_dim=128, seed=0)
+    saved = torch.load(tmp_path / "m" / "generator.pt", weights_only=True)
+    assert all(torch.equal(saved[k], ema[k]) for k in ema)
+
+
+def test_quality_checks_and_grids_do_not_change_the_recipes_trajectory(
+        tiny_params, tiny_images, tmp_path, monkeypatch):
+    """The checks run D in training mode, which moves spectral norm's vectors; the grids and checks
+    sample the average, whose BatchNorm statistics a forward moves: both are put back."""
+    checked = train(recipe(tiny_params, eval={"every": 1}), tiny_images, "d", tmp_path / "a")
+    monkeypatch.setattr(train_mod, "_save_grid", lambda *args: None)
+    unchecked = train(recipe(tiny_params, eval={"every": 0}), tiny_images, "d", tmp_path / "b")
+    assert same_weights(checked.generator, unchecked.generator)
+    assert same_weights(checked.discriminator, unchecked.discriminator)
+    assert checked.steps == unchecked.steps
+
+
+def test_each_recipe_key_gets_its_own_checkpoint_folder(tiny_params, tmp_path):
+    settings = ({}, {"train": {"ema": 0.999}}, {"train": {"augment": "color"}},
+                {"train": {"augment": "cutout"}}, {"train": {"loss": "rasgan"}},
+                {"model": {"spectral_norm": True}})
+    folders = {train_mod.checkpoint_dir(tmp_path, tiny_params(**s), "d") for s in settings}
+    assert len(folders) == len(settings)
