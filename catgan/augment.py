@@ -38,8 +38,9 @@ def translate(x: torch.Tensor, down: torch.Tensor, right: torch.Tensor) -> torch
     """Image i moved ``down[i]`` rows and ``right[i]`` columns, zeros where nothing moved in."""
     n, _, h, w = x.shape
     # Indices into x padded by one zero on each side: a source outside the image reads the pad.
-    rows = (torch.arange(h, device=x.device).view(1, h, 1) - down.view(-1, 1, 1) + 1).clamp_(0, h + 1)
-    cols = (torch.arange(w, device=x.device).view(1, 1, w) - right.view(-1, 1, 1) + 1).clamp_(0, w + 1)
+    rows = torch.arange(1, h + 1, device=x.device).view(1, h, 1) - down.view(-1, 1, 1)
+    cols = torch.arange(1, w + 1, device=x.device).view(1, 1, w) - right.view(-1, 1, 1)
+    rows, cols = rows.clamp_(0, h + 1), cols.clamp_(0, w + 1)
     batch = torch.arange(n, device=x.device).view(-1, 1, 1)
     # Gathered as N x H x W x C, the layout of a channels_last batch: whole pixels at a time.
     return F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
@@ -82,16 +83,18 @@ def _cutout(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return cutout(x, top, left, size)
 
 
-POLICIES = {"color": _color, "translation": _translation, "cutout": _cutout}  # names: config.AUGMENTS
+# The names, in the order DiffAugment lists them: config.AUGMENTS.
+POLICIES = {"color": _color, "translation": _translation, "cutout": _cutout}
 
 
 def augment(x: torch.Tensor, policy: str, gen: torch.Generator) -> torch.Tensor:
     """``x`` through each policy of the comma-separated ``policy``, in order, in x's memory
     layout; random values are drawn from ``gen``, on x's device."""
-    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and \
-        not x.is_contiguous() else torch.contiguous_format
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     for name in policy.split(","):
         if name not in POLICIES:
-            raise ValueError(f"unknown augmentation {name!r}; params.yaml is checked by catgan.config")
+            raise ValueError(f"unknown augmentation {name!r}; params.yaml is checked by "
+                             "catgan.config")
         x = POLICIES[name](x, gen)
     return x.contiguous(memory_format=layout)

@@ -29,7 +29,8 @@ def g_loss(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown generator loss {kind!r}; params.yaml is checked by catgan.config")
 
 
-def relativistic(first_logits: torch.Tensor, second_logits: torch.Tensor, kind: str) -> torch.Tensor:
+def relativistic(first_logits: torch.Tensor, second_logits: torch.Tensor,
+                 kind: str) -> torch.Tensor:
     """The relativistic average losses of Jolicoeur-Martineau (2018): the first batch must look more
     real than the second does on average, and the second less real than the first. D's loss takes
     (real, fake), G's (fake, real).

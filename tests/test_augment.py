@@ -1,4 +1,4 @@
-"""DiffAugment: each change against hand-made expectations, seeded, differentiable, layout-keeping."""
+"""DiffAugment: each change against hand-made expectations, seeded, differentiable, in layout."""
 from __future__ import annotations
 
 import pytest

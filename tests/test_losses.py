@@ -70,15 +70,20 @@ def test_unknown_g_loss_is_refused_on_load_naming_the_key_and_the_choices():
 REAL, FAKE = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])  # means 1 and 0
 
 
+def softplus(v: float) -> float:
+    """BCE(l -> 1) = softplus(-l) and BCE(l -> 0) = softplus(l)."""
+    return math.log1p(math.exp(v))
+
+
 def test_relativistic_average_losses_on_hand_computed_logits():
     # Against the other batch's mean: real 2 - 0, 0 - 0 = [2, 0]; fake -1 - 1, 1 - 1 = [-2, 0].
-    softplus = lambda v: math.log1p(math.exp(v))  # BCE(l -> 1) = softplus(-l), (l -> 0) = softplus(l)
     rasgan_d = (softplus(-2) + softplus(0)) / 2 + (softplus(-2) + softplus(0)) / 2
     assert relativistic(REAL, FAKE, "rasgan").item() == pytest.approx(rasgan_d)
     # G's: fake against real's mean [-2, 0] must look real, real against fake's [2, 0] fake.
     rasgan_g = (softplus(2) + softplus(0)) / 2 + (softplus(2) + softplus(0)) / 2
     assert relativistic(FAKE, REAL, "rasgan").item() == pytest.approx(rasgan_g)
-    # RaLSGAN: mean([2 - 1, 0 - 1]^2) + mean([-2 + 1, 0 + 1]^2) = 1 + 1; G's: mean(9, 1) + mean(9, 1).
+    # RaLSGAN: mean([2 - 1, 0 - 1]^2) + mean([-2 + 1, 0 + 1]^2) = 1 + 1;
+    # G's: mean([-2 - 1, 0 - 1]^2) + mean([2 + 1, 0 + 1]^2) = 5 + 5.
     assert relativistic(REAL, FAKE, "ralsgan").item() == pytest.approx(2.0)
     assert relativistic(FAKE, REAL, "ralsgan").item() == pytest.approx(10.0)
 

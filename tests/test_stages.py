@@ -92,3 +92,23 @@ def test_train_evaluate_plot_write_every_declared_output(prepared, tmp_path):
     frames = list(imageio.v3.imiter(report / "samples.mp4", plugin="FFMPEG"))
     assert len(frames) == 3 and frames[0].shape[:2] == (grid[1], grid[0])  # epochs + 1
     assert "data:video/mp4;base64," in (report / "index.html").read_text()
+
+
+@pytest.mark.slow  # three stage processes: out of the quick loop
+def test_the_stages_carry_the_recipe_the_average_out_and_the_normalised_d_in(prepared, tmp_path):
+    """With train.ema the saved generator is the average (the checkpoint keeps the raw G); with
+    model.spectral_norm evaluate and plot rebuild the D that training saved."""
+    project = clone(prepared, tmp_path, {"model": {"spectral_norm": True},
+                                         "train": {"ema": 0.9, "augment": "color,translation,cutout",
+                                                   "loss": "ralsgan"}})
+    run_stage(project, "train")
+    (folder,) = (project / "checkpoints").iterdir()
+    ckpt = state(folder / "last.pt")
+    saved = state(project / "models/generator.pt")
+    assert all(torch.equal(saved[k], ckpt["G_ema"]["module." + k]) for k in saved)
+    assert not all(torch.equal(saved[k], ckpt["G"][k]) for k in saved)
+    d_keys = state(project / "models/discriminator.pt").keys()
+    assert any(k.endswith("parametrizations.weight.original") for k in d_keys)
+    assert "SWD" in run_stage(project, "evaluate").stdout
+    run_stage(project, "plot")
+    assert "SpectralNorm(weight)" in (project / "report/index.html").read_text()
