@@ -85,6 +85,48 @@ def test_step_equals_the_course_step_bit_for_bit(tiny_params, tiny_images):
     assert all(p.requires_grad for p in nets.D.parameters())
 
 
+def test_recipe_step_equals_a_step_written_out_by_hand(tiny_params, tiny_images):
+    """DiffAugment on every batch D sees, the relativistic losses for D and G (G's judged against
+    the reals as D sees them after its step), spectral norm in D, then the average moves."""
+    from catgan.augment import augment
+    from catgan.distributed import Dist
+    from catgan.losses import relativistic
+
+    params = recipe(tiny_params, train={"channels_last": False, "loss": "ralsgan"})
+    policy = params.train.augment
+    nets = train_mod._networks(params, torch.device("cpu"), Dist())
+    G, D, ema = copy.deepcopy(nets.G), copy.deepcopy(nets.D), copy.deepcopy(nets.G)
+    adam = {"lr": params.train.lr, "betas": tuple(params.train.betas)}
+    opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    noise = torch.Generator().set_state(nets.noise.get_state())
+    real = torch.from_numpy(tiny_images[:4]).float() / 127.5 - 1
+    latent = (4, params.model.latent_dim, 1, 1)
+    for n in range(3):
+        train_mod._step(nets, real, params)
+        z = torch.randn(latent, generator=noise)
+        real_logits = D(augment(real, policy, noise))
+        loss_d = relativistic(real_logits, D(augment(G(z).detach(), policy, noise)), "ralsgan")
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        z = torch.randn(latent, generator=noise)
+        real_logits = D(augment(real, policy, noise)).detach()
+        loss_g = relativistic(D(augment(G(z), policy, noise)), real_logits, "ralsgan")
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        decay = min(0.9, (1 + n) / (10 + n))
+        with torch.no_grad():
+            for mine, now in zip([*ema.parameters(), *ema.buffers()], [*G.parameters(), *G.buffers()]):
+                if mine.is_floating_point():
+                    mine.copy_(decay * mine + (1 - decay) * now)
+    assert same_weights(nets.G, G) and same_weights(nets.D, D)
+    averaged, expected = nets.ema.module.state_dict(), ema.state_dict()
+    for key, value in expected.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(averaged[key], value)
+
+
 def test_checkpoint_from_other_params_is_not_resumed(tiny_params, tiny_images, tmp_path, caplog):
     train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path)
     other = train(tiny_params(train={"epochs": 2, "lr": 0.001}), tiny_images, "d", tmp_path)
