@@ -85,14 +85,15 @@ def test_step_equals_the_course_step_bit_for_bit(tiny_params, tiny_images):
     assert all(p.requires_grad for p in nets.D.parameters())
 
 
-def test_recipe_step_equals_a_step_written_out_by_hand(tiny_params, tiny_images):
-    """DiffAugment on every batch D sees, the relativistic losses for D and G (G's judged against
+@pytest.mark.parametrize("loss", ["standard", "ralsgan"])
+def test_recipe_step_equals_a_step_written_out_by_hand(tiny_params, tiny_images, loss):
+    """DiffAugment on every batch D sees, the loss for D and G (a relativistic G's judged against
     the reals as D sees them after its step), spectral norm in D, then the average moves."""
     from catgan.augment import augment
     from catgan.distributed import Dist
-    from catgan.losses import relativistic
+    from catgan.losses import d_loss, g_loss, relativistic
 
-    params = recipe(tiny_params, train={"channels_last": False, "loss": "ralsgan"})
+    params = recipe(tiny_params, train={"channels_last": False, "loss": loss})
     policy = params.train.augment
     nets = train_mod._networks(params, torch.device("cpu"), Dist())
     G, D, ema = copy.deepcopy(nets.G), copy.deepcopy(nets.D), copy.deepcopy(nets.G)
@@ -105,13 +106,18 @@ def test_recipe_step_equals_a_step_written_out_by_hand(tiny_params, tiny_images)
         train_mod._step(nets, real, params)
         z = torch.randn(latent, generator=noise)
         real_logits = D(augment(real, policy, noise))
-        loss_d = relativistic(real_logits, D(augment(G(z).detach(), policy, noise)), "ralsgan")
+        fake_logits = D(augment(G(z).detach(), policy, noise))
+        loss_d = (d_loss(real_logits, fake_logits) if loss == "standard"
+                  else relativistic(real_logits, fake_logits, loss))
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
         z = torch.randn(latent, generator=noise)
-        real_logits = D(augment(real, policy, noise)).detach()
-        loss_g = relativistic(D(augment(G(z), policy, noise)), real_logits, "ralsgan")
+        if loss == "standard":
+            loss_g = g_loss(D(augment(G(z), policy, noise)), "non_saturating")
+        else:
+            real_logits = D(augment(real, policy, noise)).detach()
+            loss_g = relativistic(D(augment(G(z), policy, noise)), real_logits, loss)
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()

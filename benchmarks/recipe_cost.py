@@ -1,0 +1,111 @@
+"""What the recipe's techniques add to a training step, as ratios to the plain step, side by side.
+
+Each arm is ``catgan.train._step`` on its own networks at the committed settings (baseline, batch
+128, fp32, channels_last) with one set of overrides: ``train.ema``, ``train.augment`` (DiffAugment),
+both, and for reference ``train.loss: rasgan`` (one more D forward in G's step) and
+``model.spectral_norm``. The arms take turns step by step, in an order that rotates every round,
+on the same real batches, so that drift in a shared machine's speed hits them alike.
+
+``--kornia`` adds an arm whose augmentations are kornia's instead of catgan's (colour jitter,
+translation, erasing with DiffAugment's ranges), for the choice between the two; kornia is not a
+dependency: install it wherever you run this.
+
+    python -m benchmarks.recipe_cost --rounds 10
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from unittest import mock
+
+import torch
+
+import catgan.train as train_mod
+from benchmarks.common import describe, load_average, machine, markdown_table, median, synthetic_array
+from catgan.config import parse_params
+from catgan.distributed import Dist
+
+POLICY = "color,translation,cutout"
+ARMS = {
+    "plain": {},
+    "ema": {"train": {"ema": 0.999}},
+    "augment": {"train": {"augment": POLICY}},
+    "ema+augment": {"train": {"ema": 0.999, "augment": POLICY}},
+    "rasgan": {"train": {"loss": "rasgan"}},
+    "spectral_norm": {"model": {"spectral_norm": True}},
+}
+
+
+def kornia_augment():
+    """DiffAugment's three policies done by kornia, on x in [-1, 1], as ``augment`` is called."""
+    import kornia.augmentation as K
+
+    colour = K.ColorJiggle(brightness=0.5, contrast=0.5, saturation=1.0, p=1.0)
+    # Whole-pixel shifts of up to 1/8 of the side, zeros behind; a 32 x 32 square set to 0.
+    shift = K.RandomAffine(degrees=0, translate=(0.125, 0.125), resample="nearest", p=1.0)
+    erase = K.RandomErasing(scale=(0.25, 0.25), ratio=(1.0, 1.0), value=0.0, p=1.0)
+
+    def run(x: torch.Tensor, policy: str, gen: torch.Generator) -> torch.Tensor:
+        # kornia draws from torch's global generator; its colour ops want [0, 1].
+        x = colour(x.add(1).div(2)).mul(2).sub(1)
+        return erase(shift(x)).contiguous(memory_format=torch.channels_last)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="baseline", choices=("baseline", "fused"))
+    parser.add_argument("--rounds", type=int, default=10, help="timed steps of each arm")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each arm first")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"some of {', '.join(ARMS)}")
+    parser.add_argument("--kornia", action="store_true", help="add augment done by kornia")
+    args = parser.parse_args()
+    arms = {name: ARMS[name] for name in args.arms.split(",")}
+    if args.kornia:
+        arms["augment (kornia)"] = ARMS["augment"]
+    patches = {name: contextlib.nullcontext() for name in arms}
+    if args.kornia:
+        patches["augment (kornia)"] = mock.patch.object(train_mod, "augment", kornia_augment())
+    info = machine("cpu")
+    print(describe(info), f"\n- load average before: {load_average()}", flush=True)
+
+    torch.manual_seed(0)
+    images = torch.from_numpy(synthetic_array(4 * args.batch_size))
+    setups = {}
+    for name, overrides in arms.items():
+        raw = {"model": {"variant": args.variant, **overrides.get("model", {})},
+               "train": {"batch_size": args.batch_size, **overrides.get("train", {})},
+               "tracking": {"enabled": False}}
+        params = parse_params(raw)
+        torch.manual_seed(0)
+        setups[name] = (params, train_mod._networks(params, torch.device("cpu"), Dist()))
+
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
+    for i in range(args.warmup + args.rounds):
+        pick = torch.randint(0, len(images), (args.batch_size,))
+        real = (images[pick].float() / 127.5 - 1).contiguous(memory_format=torch.channels_last)
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            params, nets = setups[name]
+            with patches[name]:
+                start = time.perf_counter()
+                train_mod._step(nets, real, params)
+                took = time.perf_counter() - start
+            if i >= args.warmup:  # the first steps warm up allocators and oneDNN primitives
+                times[name].append(took)
+    plain = median(times["plain"]) if "plain" in times else float("nan")
+    rows = [[name, f"{median(t):.3f} s", f"{min(t):.3f} s", f"{median(t) / plain:.3f}x",
+             f"{100 * (median(t) / plain - 1):+.1f}%"] for name, t in times.items()]
+    print(f"- load average after: {load_average()}\n")
+    print(f"{args.variant}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"{args.rounds} interleaved steps of each arm after {args.warmup} untimed:\n")
+    print(markdown_table(["arm", "median step", "fastest step", "vs plain (median)", "added"],
+                         rows))
+
+
+if __name__ == "__main__":
+    main()
