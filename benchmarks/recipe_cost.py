@@ -10,7 +10,9 @@ people's jobs on the same cores move less.
 
 ``--kornia`` adds an arm whose augmentations are kornia's instead of catgan's (colour jitter,
 translation, erasing with DiffAugment's ranges), for the choice between the two; kornia is not a
-dependency: install it wherever you run this.
+dependency: install it wherever you run this. A second table times the added work on its own in
+each round (an EMA update; one augmentation call forward, and forward and back), which is short
+and so less exposed to other jobs than the difference of two whole steps.
 
     python -m benchmarks.recipe_cost --rounds 10
 """
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import time
+from collections.abc import Callable
 from unittest import mock
 
 import torch
@@ -27,6 +31,7 @@ import catgan.train as train_mod
 from benchmarks.common import describe, load_average, machine, markdown_table, median, synthetic_array
 from catgan.config import parse_params
 from catgan.distributed import Dist
+from catgan.ema import GeneratorEMA
 
 POLICY = "color,translation,cutout"
 ARMS = {
@@ -89,30 +94,68 @@ def main() -> None:
         torch.manual_seed(0)
         setups[name] = (params, train_mod._networks(params, torch.device("cpu"), Dist()))
 
-    times: dict[str, list[float]] = {name: [] for name in arms}
-    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    parts = part_timers(setups["plain"][1].G, images, args.batch_size, args.kornia)
+    wall: dict[str, list[float]] = {name: [] for name in [*arms, *parts]}
+    cpu: dict[str, list[float]] = {name: [] for name in wall}
     names = list(arms)
     for i in range(args.warmup + args.rounds):
         pick = torch.randint(0, len(images), (args.batch_size,))
         real = (images[pick].float() / 127.5 - 1).contiguous(memory_format=torch.channels_last)
         shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
-            params, nets = setups[name]
-            with patches[name]:
-                start, start_cpu = time.perf_counter(), time.process_time()
-                train_mod._step(nets, real, params)
-                took, took_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-            if i >= args.warmup:  # the first steps warm up allocators and oneDNN primitives
-                times[name].append(took)
-                cpu[name].append(took_cpu)
-    plain, plain_cpu = median(times["plain"]), median(cpu["plain"])
-    rows = [[name, f"{median(times[name]):.3f} s", f"{median(times[name]) / plain:.3f}x",
-             f"{median(cpu[name]):.3f} s", f"{median(cpu[name]) / plain_cpu:.3f}x"]
-            for name in arms]
+        runs = {name: functools.partial(step, *setups[name], real, patches[name])
+                for name in names[shift:] + names[:shift]}
+        for name, run in [*runs.items(), *parts.items()]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run()
+            if i >= args.warmup:  # the first calls warm up allocators and oneDNN primitives
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
     print(f"- load average after: {load_average()}\n")
+    plain, plain_cpu = median(wall["plain"]), median(cpu["plain"])
     print(f"{args.variant}, batch {args.batch_size}, {torch.get_num_threads()} threads, medians of "
           f"{args.rounds} interleaved steps of each arm after {args.warmup} untimed:\n")
-    print(markdown_table(["arm", "step (wall)", "vs plain", "step (CPU time)", "vs plain"], rows))
+    print(markdown_table(["arm", "step (wall)", "vs plain", "step (CPU time)", "vs plain"], [
+        [name, f"{median(wall[name]):.3f} s", f"{median(wall[name]) / plain:.3f}x",
+         f"{median(cpu[name]):.3f} s", f"{median(cpu[name]) / plain_cpu:.3f}x"] for name in arms]))
+    print("\nThe same work timed alone in each round, and what a step does of it (the EMA update "
+          "once; DiffAugment on D's real and fake batches forward only, on G's fakes forward and "
+          "back) against the plain step:\n")
+    rows = []
+    for what, per_step in (("EMA update", {"EMA update": 1}),
+                           *((f"augment ({lib})", {f"augment forward ({lib})": 2,
+                                                    f"augment forward and back ({lib})": 1})
+                             for lib in ("catgan", "kornia")[:1 + args.kornia])):
+        w = sum(n * median(wall[part]) for part, n in per_step.items())
+        c = sum(n * median(cpu[part]) for part, n in per_step.items())
+        rows.append([what, ", ".join(f"{n} x {1000 * median(wall[p]):.1f} ms"
+                                     for p, n in per_step.items()),
+                     f"{1000 * w:.1f} ms", f"{100 * w / plain:.1f}%", f"{100 * c / plain_cpu:.1f}%"])
+    print(markdown_table(["added work", "calls a step (wall each)", "a step (wall)",
+                          "of the plain step (wall)", "of the plain step (CPU time)"], rows))
+
+
+def step(params, nets, real: torch.Tensor, patch) -> None:
+    with patch:
+        train_mod._step(nets, real, params)
+
+
+def part_timers(G: torch.nn.Module, images: torch.Tensor, batch: int,
+                kornia: bool) -> dict[str, Callable[[], object]]:
+    """The added work on its own: an EMA update of a copy of G, and one augmentation call on a
+    real batch, forward only or forward and back, catgan's (and kornia's)."""
+    average = GeneratorEMA(G, 0.999)
+    gen = torch.Generator().manual_seed(0)
+    real = (images[:batch].float() / 127.5 - 1).contiguous(memory_format=torch.channels_last)
+    fns = {"catgan": train_mod.augment, **({"kornia": kornia_augment()} if kornia else {})}
+
+    def forward_and_back(fn) -> None:
+        fn(real.clone().requires_grad_(), POLICY, gen).sum().backward()
+
+    parts = {"EMA update": functools.partial(average.update_parameters, G)}
+    for lib, fn in fns.items():
+        parts[f"augment forward ({lib})"] = functools.partial(fn, real, POLICY, gen)
+        parts[f"augment forward and back ({lib})"] = functools.partial(forward_and_back, fn)
+    return parts
 
 
 if __name__ == "__main__":

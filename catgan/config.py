@@ -41,7 +41,7 @@ PASSWORD_IN_URL = re.compile(r"(?<=://)([^/@:\s]*):[^/\s]*@")
 def _knob(default, *, choices=None, low=None, high=None, below=None, length=None, pattern=None,
           shape=""):
     """``pattern``: a regex the whole value must match, described to the user by ``shape``.
-    ``below``: an upper bound the value must stay under, with ``low`` the lower one."""
+    ``below`` (given with ``low``): the value must lie in [low, below)."""
     meta = {"choices": choices, "low": low, "high": high, "below": below, "length": length,
             "pattern": pattern, "shape": shape}
     if isinstance(default, list):
