@@ -21,10 +21,11 @@ from conftest import ROOT, TINY, free_port, merge, write_params
 from test_stages import run_stage, stage_env
 
 
-def _worker(rank: int, port: int, out: str, images: np.ndarray) -> None:
+def _worker(rank: int, port: int, out: str, images: np.ndarray, overrides: dict) -> None:
     torch_dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                   world_size=2)
-    params = parse_params(merge(TINY, {"train": {"nproc": 2, "epochs": 1, "steps_per_epoch": 1}}))
+    params = parse_params(merge(TINY, merge(
+        {"train": {"nproc": 2, "epochs": 1, "steps_per_epoch": 1}}, overrides)))
     result = train(params, images, "test", Path(out) / "ckpt", dist=Dist(rank=rank, world=2,
                                                                           local_rank=rank,
                                                                           local_world=2))
@@ -33,14 +34,23 @@ def _worker(rank: int, port: int, out: str, images: np.ndarray) -> None:
     torch_dist.destroy_process_group()
 
 
-def test_both_processes_hold_identical_weights_after_a_step(tmp_path, tiny_images):
-    mp.spawn(_worker, args=(free_port(), str(tmp_path), tiny_images), nprocs=2, join=True)
+# The recipe: the average's BatchNorm statistics and spectral norm's vectors must agree too.
+RECIPE = {"model": {"spectral_norm": True},
+          "train": {"ema": 0.9, "augment": "color,translation,cutout", "loss": "ralsgan"}}
+
+
+@pytest.mark.parametrize("overrides", [{}, pytest.param(RECIPE, marks=pytest.mark.slow)],
+                         ids=["course", "recipe"])
+def test_both_processes_hold_identical_weights_after_a_step(tmp_path, tiny_images, overrides):
+    mp.spawn(_worker, args=(free_port(), str(tmp_path), tiny_images, overrides), nprocs=2,
+             join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for net in ("G", "D"):
         for name, value in ranks[0][net].items():
             assert torch.equal(value, ranks[1][net][name]), f"{net}.{name} differs between ranks"
     assert ranks[0]["history"] == ranks[1]["history"]  # losses averaged over both shards
-    single = train(parse_params(merge(TINY, {"train": {"epochs": 1, "steps_per_epoch": 1}})),
+    single = train(parse_params(merge(TINY, merge({"train": {"epochs": 1, "steps_per_epoch": 1}},
+                                                  overrides))),
                    tiny_images, "test", tmp_path / "single")
     weight = next(iter(ranks[0]["G"]))
     assert not torch.equal(ranks[0]["G"][weight], single.generator.state_dict()[weight]), \
