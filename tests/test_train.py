@@ -310,10 +310,11 @@ def test_the_recipe_keys_off_change_nothing_and_run_none_of_its_code(
     assert "G_ema" not in checkpoint.load(tmp_path / "b" / "last.pt")
 
 
+@pytest.mark.slow  # six short runs; the step test above shows each key at work in the quick loop
 def test_each_recipe_key_changes_the_run_and_keeps_it_finite(tiny_params, tiny_images, tmp_path):
     from conftest import merge
 
-    settings = {"train": {"epochs": 1}, "eval": {"every": 0}}
+    settings = {"train": {"epochs": 1, "steps_per_epoch": 1}, "eval": {"every": 0}}
     plain = train(tiny_params(**settings), tiny_images, "d", tmp_path / "plain")
     for name, groups in {"ema": {"train": {"ema": 0.9}}, "augment": {"train": {"augment": "cutout"}},
                          "rasgan": {"train": {"loss": "rasgan"}},
@@ -327,11 +328,9 @@ def test_each_recipe_key_changes_the_run_and_keeps_it_finite(tiny_params, tiny_i
 
 def test_resume_with_the_recipe_on_equals_uninterrupted_run(tiny_params, tiny_images, tmp_path):
     quiet = {"every": 0}  # the checks are shown not to matter below
-    full = train(recipe(tiny_params, train={"epochs": 3}, eval=quiet), tiny_images, "d",
-                 tmp_path / "full")
+    full = train(recipe(tiny_params, eval=quiet), tiny_images, "d", tmp_path / "full")
     train(recipe(tiny_params, train={"epochs": 1}, eval=quiet), tiny_images, "d", tmp_path / "cut")
-    resumed = train(recipe(tiny_params, train={"epochs": 3}, eval=quiet), tiny_images, "d",
-                    tmp_path / "cut")
+    resumed = train(recipe(tiny_params, eval=quiet), tiny_images, "d", tmp_path / "cut")
     assert resumed.resumed_from == 1
     assert same_weights(full.generator, resumed.generator)
     assert same_weights(full.discriminator, resumed.discriminator)
@@ -339,7 +338,7 @@ def test_resume_with_the_recipe_on_equals_uninterrupted_run(tiny_params, tiny_im
     a, b = (checkpoint.load(tmp_path / name / "last.pt") for name in ("full", "cut"))
     for key in ("G", "G_ema", "D"):
         assert a[key].keys() == b[key].keys() and all(torch.equal(a[key][k], b[key][k]) for k in a[key])
-    assert int(a["G_ema"]["n_averaged"]) == 3 * 2  # one update per step
+    assert int(a["G_ema"]["n_averaged"]) == 2 * 2  # one update per step
 
 
 def test_with_ema_the_average_is_what_grids_checks_and_saved_models_show(
@@ -378,9 +377,12 @@ def test_quality_checks_and_grids_do_not_change_the_recipes_trajectory(
         tiny_params, tiny_images, tmp_path, monkeypatch):
     """The checks run D in training mode, which moves spectral norm's vectors; the grids and checks
     sample the average, whose BatchNorm statistics a forward moves: both are put back."""
-    checked = train(recipe(tiny_params, eval={"every": 1}), tiny_images, "d", tmp_path / "a")
+    one = {"steps_per_epoch": 1}
+    checked = train(recipe(tiny_params, train=one, eval={"every": 1}), tiny_images, "d",
+                    tmp_path / "a")
     monkeypatch.setattr(train_mod, "_save_grid", lambda *args: None)
-    unchecked = train(recipe(tiny_params, eval={"every": 0}), tiny_images, "d", tmp_path / "b")
+    unchecked = train(recipe(tiny_params, train=one, eval={"every": 0}), tiny_images, "d",
+                      tmp_path / "b")
     assert same_weights(checked.generator, unchecked.generator)
     assert same_weights(checked.discriminator, unchecked.discriminator)
     assert checked.steps == unchecked.steps
