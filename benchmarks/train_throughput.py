@@ -247,9 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    # The loop's progress bar and epoch log line would follow every window: the table is the output.
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    logging.getLogger("catgan.train").setLevel(logging.WARNING)
+    logging.getLogger("catgan.train").setLevel(logging.WARNING)  # else an epoch line per window
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device(args.device)
     info = {**common.machine(args.device), "batch_size": args.batch_size,
