@@ -175,7 +175,7 @@ def build_loops(args, image_root: Path, images: np.ndarray, device: torch.device
     return loops
 
 
-def rows(args, seconds: dict, flops: dict) -> list[dict]:
+def result_rows(args, seconds: dict, flops: dict) -> list[dict]:
     out, first = [], {}
     for (variant, name), windows in seconds.items():
         speeds = [args.steps * args.batch_size / s for s in windows]
@@ -264,9 +264,9 @@ def main(argv: list[str] | None = None) -> None:
             if args.json:  # after every round, so a time limit keeps the rounds already done
                 common.write_json(args.json, {"machine": info, "steps": args.steps,
                                               "warmup": args.warmup, "peak_tflops": args.peak_tflops,
-                                              "rows": rows(args, seconds, flops)})
+                                              "rows": result_rows(args, seconds, flops)})
     info["load_average_after"] = common.load_average()
-    print(common.describe(info), "", table(args, rows(args, seconds, flops)), sep="\n")
+    print(common.describe(info), "", table(args, result_rows(args, seconds, flops)), sep="\n")
 
 
 if __name__ == "__main__":

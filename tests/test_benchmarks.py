@@ -69,7 +69,6 @@ def test_the_cpu_dry_run_prints_img_s_and_tflops_for_every_loop(cats, tmp_path, 
     assert all("img/s" in row["Measured"] and "TFLOP/s" in row["Measured"] for row in summary)
 
 
-@pytest.mark.slow
 def test_without_the_reference_the_ratios_are_against_the_first_config(cats, capsys, quiet):
     train_throughput.main([*TINY, "--repeats", "1", "--configs", "fp32,fp32+cl", "--no-reference",
                            "--data", str(cats)])
@@ -83,7 +82,7 @@ def test_the_gpu_check_header_names_this_projects_commit(tmp_path, capsys):
                           capture_output=True, check=True).stdout.strip()
     gpu_check.main(["header", "--out", str(tmp_path), "--device", "cpu"])
     out = capsys.readouterr().out
-    assert f"== commit {head}" in out
+    assert f"commit {head}" in out  # the short hash, or the start of a longer one
     assert f"torch {torch.__version__}" in out
 
 
