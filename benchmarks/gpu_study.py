@@ -573,8 +573,8 @@ def run_study(args: argparse.Namespace) -> int:
         logs.mkdir()
         finished, failed, not_started = run_all(todo, parallel, deadline, logs)
     weights, problems = best_generators(study, args.out, "study")
-    studydir.write_study(study, {**info, "provenance": {
-        **made_by, "wall_s": round(time.perf_counter() - started, 1)}})
+    made_by["wall_s"] = round(time.perf_counter() - started, 1)
+    studydir.write_study(study, {**info, "provenance": made_by})
     size = pack(study, args.out / "study.tar.gz")
     report(finished, failed, not_started, time.perf_counter() - started)
     print(f"archive {args.out / 'study.tar.gz'}: {size / 2**20:.2f} MiB")
