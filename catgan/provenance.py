@@ -29,9 +29,7 @@ def code_files(root: Path = ROOT) -> list[Path]:
     for folder in CODE_DIRS:
         for path in (root / folder).rglob("*"):
             parts = path.relative_to(root).parts
-            if (path.is_file() and path.suffix != ".pyc"
-                    and not any(p.startswith(".") or p == "__pycache__" or p.endswith(".egg-info")
-                                for p in parts)):
+            if path.is_file() and not any(p.startswith(".") or p == "__pycache__" for p in parts):
                 found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
