@@ -4,7 +4,8 @@ that ``catgan study-page`` turns into the study page, with each variant's best g
 
     python -m benchmarks.gpu_study --data PATH --out DIR [--epochs 60] [--seeds 0 1 2]
         [--variants baseline fused] [--parallel K] [--precision bf16|fp32] [--[no-]compile]
-        [--[no-]course] [--[no-]saturating] [--frames 16] [--budget-s S] [-S key=value ...]
+        [--[no-]course] [--[no-]saturating] [--frames 16] [--budget-s S] [--stop-s S]
+        [-S key=value ...]
         [--name gpu]
 
 Needs only Python with torch, numpy and Pillow: the runs go through catgan.train (the pipeline's
@@ -21,12 +22,13 @@ zip (50 MB). The prepared images.npy of the full set (9,303 x 3 x 64 x 64 = 114 
     there:       device run, carry [".gpu-data"], timeout_s 600:
                  set -o pipefail; benchmarks/gpu_study.sh --data .gpu-data/cats-kaggle.zip
                    --out /tmp/gpu-study 2>&1 | tee "$OUT/gpu_study.log";
-                 cp /tmp/gpu-study/study.tar.gz "$OUT"/
-    here:        catgan study-page study.tar.gz   (the archive that came back, and the
-                 study.generator-<variant>.pt files beside it: copy them too)
+                 cp /tmp/gpu-study/study.tar.gz /tmp/gpu-study/study.generator-*.pt "$OUT"/
+    here:        catgan study-page study.tar.gz   (the archive that came back, with the
+                 study.generator-<variant>.pt files beside it)
 
 On CUDA every run starts at once, longest first (benchmarks/README.md, "GPU study": one wave fits
 the 16 cores and 141 GB of an H200); on the CPU one after another. ``--parallel`` sets how many.
+``--stop-s`` stops the runs still going (in child processes) at a time limit and packs the rest.
 
 Each run writes DIR/study/runs/<kind>-<variant>-seed<N>/ whole or not at all, and a run whose
 run.json is there is skipped, so an interrupted study resumes. Grids are kept as 256-colour PNGs
@@ -138,6 +140,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="grids kept of each variant's lowest-seed study run, for the page's video")
     p.add_argument("--budget-s", type=float, default=0.0,
                    help="start no run after this many seconds (0: no limit); the archive holds what finished")
+    p.add_argument("--stop-s", type=float, default=0.0,
+                   help="stop the runs still going after this many seconds and pack what finished "
+                        "(0: no limit); a second call redoes them")
     p.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a params.yaml key, dotted as in `dvc exp run -S` (repeatable)")
     p.add_argument("--name", default="gpu")
@@ -431,17 +436,24 @@ class _Child:
 
     def stop(self) -> None:
         self.proc.terminate()
+        try:  # gone before the archive is packed: no run folder appears behind its back
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def run_all(jobs: list[Job], parallel: int, deadline: float | None,
-            logs: Path) -> tuple[list[dict], list[str], list[Job]]:
-    """Run ``jobs``, ``parallel`` at a time, none started after ``deadline``.
+def run_all(jobs: list[Job], parallel: int, deadline: float | None, logs: Path,
+            stop_at: float | None = None) -> tuple[list[dict], list[str], list[Job], list[str]]:
+    """Run ``jobs``, ``parallel`` at a time, none started after ``deadline``; runs in child
+    processes still going at ``stop_at`` are stopped, so that what finished can be packed in time.
 
-    Returns (each finished run's run.json, the failed runs' names, the jobs not started).
+    Returns (each finished run's run.json, the failed runs' names, the jobs not started, the
+    stopped runs' names).
     """
     start = _Inline if parallel == 1 else _Child
     pending, running = deque(jobs), []
-    finished, failed = [], []
+    finished, failed, stopped = [], [], []
     try:
         while pending or running:
             while pending and len(running) < parallel and (deadline is None
@@ -452,6 +464,13 @@ def run_all(jobs: list[Job], parallel: int, deadline: float | None,
             if not running:
                 break
             ended = [run for run in running if run.done()]
+            if not ended and stop_at is not None and time.perf_counter() >= stop_at:
+                for run in running:
+                    run.stop()
+                    stopped.append(run.job.name)
+                    print(f"stop  {run.job.name}: the time limit (--stop-s) came first", flush=True)
+                running = []
+                break
             if not ended:
                 time.sleep(0.5)
             for run in ended:
@@ -467,7 +486,7 @@ def run_all(jobs: list[Job], parallel: int, deadline: float | None,
     finally:
         for run in running:  # interrupted: leave no orphan training on the GPU
             run.stop()
-    return finished, failed, list(pending)
+    return finished, failed, list(pending), stopped
 
 
 # --------------------------------------------------------------------------------------- archive
@@ -553,6 +572,7 @@ def run_study(args: argparse.Namespace) -> int:
     beside it; exit status 1 if a run or a generator failed."""
     started = time.perf_counter()
     deadline = started + args.budget_s if args.budget_s else None
+    stop_at = started + args.stop_s if args.stop_s else None
     raw, device = base_params(args)
     params = parse_params(raw)
     study = args.out / "study"
@@ -571,12 +591,12 @@ def run_study(args: argparse.Namespace) -> int:
         parallel, todo = one_wave(todo, args, device)
         logs = Path(scratch) / "logs"
         logs.mkdir()
-        finished, failed, not_started = run_all(todo, parallel, deadline, logs)
+        finished, failed, not_started, stopped = run_all(todo, parallel, deadline, logs, stop_at)
     weights, problems = best_generators(study, args.out, "study")
     made_by["wall_s"] = round(time.perf_counter() - started, 1)
     studydir.write_study(study, {**info, "provenance": made_by})
     size = pack(study, args.out / "study.tar.gz")
-    report(finished, failed, not_started, time.perf_counter() - started)
+    report(finished, failed, not_started, stopped, time.perf_counter() - started)
     print(f"archive {args.out / 'study.tar.gz'}: {size / 2**20:.2f} MiB")
     for path in weights:
         print(f"generator {path}: {path.stat().st_size / 2**20:.2f} MiB")
@@ -586,7 +606,8 @@ def run_study(args: argparse.Namespace) -> int:
     return 1 if failed or problems else 0
 
 
-def report(finished: list[dict], failed: list[str], not_started: list[Job], total_s: float) -> None:
+def report(finished: list[dict], failed: list[str], not_started: list[Job], stopped: list[str],
+           total_s: float) -> None:
     print("\nrun | wall s | training s")
     for result in finished:
         print(f"{result['name']} | {result['wall_s']:.1f} | {result['train_s']:.1f}")
@@ -594,6 +615,9 @@ def report(finished: list[dict], failed: list[str], not_started: list[Job], tota
     if not_started:
         print(f"budget spent: {len(not_started)} runs not started "
               f"({', '.join(job.name for job in not_started)}); run again to add them")
+    if stopped:
+        print(f"time limit: {len(stopped)} runs stopped ({', '.join(stopped)}); run again to redo "
+              "them")
     if failed:
         print(f"FAILED: {', '.join(failed)} (why: above); run again to retry them", file=sys.stderr)
 

@@ -234,6 +234,20 @@ def test_a_spent_budget_starts_no_run_and_other_params_are_not_resumed(tmp_path)
     assert "a study with other params" in proc.stderr and "pass another --out" in proc.stderr
 
 
+def test_runs_still_going_at_the_time_limit_are_stopped_and_the_rest_packed(tmp_path):
+    data = write_zip(tmp_path / "cats.zip", count=8)
+    # Both runs start at once and are stopped long before their processes have imported torch.
+    proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
+                   "--no-saturating", "--parallel", "2", "--stop-s", "0.5", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stop  course-fused-seed0: the time limit (--stop-s) came first" in proc.stdout
+    assert "time limit: 2 runs stopped (course-fused-seed0, study-fused-seed0)" in proc.stdout
+    with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
+        names = tar.getnames()
+    assert "study/study.json" in names and not any(n.startswith("study/runs/") for n in names)
+    assert not list((tmp_path / "out" / "study" / "runs").glob("*/run.json"))
+
+
 def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     data = write_zip(tmp_path / "cats.zip", count=8)
     # One batch of 16 from 8 images: catgan's loop takes a short batch, the course's drops it.
