@@ -198,11 +198,10 @@ def _missing(info: dict, study_dir: Path) -> str:
     """One line on what an older or partial study folder lacks; "" when it lacks nothing."""
     lacks = []
     if not info.get("provenance"):
-        lacks.append("no provenance (commit or code hash, torch and CUDA versions, command line, "
-                     "wall time)")
+        lacks.append("no provenance (commit or code hash, versions, command line, wall time)")
     if not weights(study_dir):
-        lacks.append("no generator weights (weights/generator-<variant>.pt, or "
-                     "<archive>.generator-<variant>.pt beside an archive), so no samples")
+        lacks.append("no generator weights (<archive>.generator-<variant>.pt beside its archive), "
+                     "so no samples")
     if not lacks:
         return ""
     return (f'<p class="missing">This study folder (format {info.get("format")}) has '

@@ -247,10 +247,9 @@ def test_study_without_saturating_or_course_runs(tmp_path):
     root = make_study(tmp_path / "study", extras=False)
     html = studypage.build_page(root, tmp_path / "p.html", tmp_path / "figs").read_text()
     assert missing(html) == ("This study folder (format 2) has no provenance (commit or code "
-                             "hash, torch and CUDA versions, command line, wall time) and no "
-                             "generator weights (weights/generator-&lt;variant&gt;.pt, or "
-                             "&lt;archive&gt;.generator-&lt;variant&gt;.pt beside an archive), so "
-                             "no samples.")
+                             "hash, versions, command line, wall time) and no generator weights "
+                             "(&lt;archive&gt;.generator-&lt;variant&gt;.pt beside its archive), "
+                             "so no samples.")
     assert 'id="samples"' not in html and 'id="provenance"' not in html
     assert "The saturating run is missing" in html
     assert 'id="parity"' not in html
