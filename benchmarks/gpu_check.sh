@@ -50,9 +50,10 @@ if [ ! -f ../shared/data/cats-sample.zip ]; then
 print('data:', common.prepare_images(None, Path(sys.argv[1]))[1])" "$VENDOR/data" || exit 1
   DATA=(--data "$VENDOR/data/synthetic")
 fi
-echo "== commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), results in $OUT"
-"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
-  torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
+echo "== results in $OUT"
+# This project's commit, or the content hash of its code where the copy has no .git of its own
+# (git rev-parse here would name an enclosing repository's commit); torch, CUDA and the device.
+"$PY" -m catgan.provenance --json "$OUT/provenance.json" --command "benchmarks/gpu_check.sh $*"
 status=0
 part() {  # part NAME LIMIT COMMAND...: run with a time limit, note a failure, carry on
   local name=$1 limit=$2
