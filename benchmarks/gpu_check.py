@@ -1,6 +1,7 @@
 """The Python half of gpu_check.sh: mixed precision / compile checks, timed epochs, one summary table.
 
-  header  the code's provenance, torch, CUDA and the device; exits 2 without CUDA (--device cuda)
+  header  the code's provenance, torch, CUDA and the device, printed and in provenance.json;
+          exits 2 without CUDA (--device cuda)
   check   every config trains a few steps from the same seed; losses must be finite and close to fp32
   epochs  3 epochs per variant and precision; seconds per epoch from a tracker's timestamps
   summary one markdown table from the JSON files the parts wrote in the output folder
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 
 from benchmarks import common
 from benchmarks.train_throughput import REFERENCE
+from catgan import provenance
 from catgan.config import VARIANTS, Params, parse_params
 from catgan.data.preprocess import load_images, preprocess
 from catgan.errors import cli_entry
@@ -172,11 +175,11 @@ def header(args) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device")
         raise SystemExit(2)
-    # PROVENANCE (issue #21 item 2): the study's provenance code (catgan/provenance.py) replaces
-    # common.git_commit here; it names an enclosing repository's commit when this tree has none.
-    print(f"== commit {common.git_commit()}, results in {args.out}")
-    print("torch", torch.__version__, "cuda", torch.version.cuda, common.device_name(args.device),
-          flush=True)
+    # This project's commit, or the content hash of its code where the copy has no .git of its own
+    # (git rev-parse there named an enclosing repository's commit); torch, CUDA and the device.
+    record = provenance.record(shlex.split(args.command), torch.device(args.device))
+    common.write_json(args.out / "provenance.json", record)
+    print(f"== {provenance.line(record)}\n== results in {args.out}", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -191,6 +194,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epoch-images", type=int, default=0,
                         help=f"images per epoch, cycling over the data (default {FULL_SET})")
     parser.add_argument("--data", type=Path, default=common.default_data())
+    parser.add_argument("--command", default="benchmarks/gpu_check.sh",
+                        help="the command line the header records")
     args = parser.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     return args

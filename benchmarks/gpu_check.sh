@@ -50,7 +50,8 @@ else
   COMPILED=(--variants baseline --configs bf16+cl,bf16+cl+compile --no-reference)
   LIMITS=(80 90 40 75)
 fi
-"$PY" -m benchmarks.gpu_check header --out "$OUT" --device "$DEVICE" || exit $?
+"$PY" -m benchmarks.gpu_check header --out "$OUT" --device "$DEVICE" \
+  --command "benchmarks/gpu_check.sh $*" || exit $?
 
 DATA=()  # drawn once for all parts when the shared cat sample is not beside the repo
 if [ ! -f ../shared/data/cats-sample.zip ]; then

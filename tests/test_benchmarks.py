@@ -3,6 +3,7 @@ and TFLOP/s per loop, writes the JSON gpu_check's summary reads, and the shell s
 time budget. No timings are asserted: only that they come out, and how the FLOP counts compare."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -77,13 +78,17 @@ def test_without_the_reference_the_ratios_are_against_the_first_config(cats, cap
     assert rows[0]["vs fp32"] == "1.00x" and float(rows[1]["TFLOP/s"]) > 0
 
 
-def test_the_gpu_check_header_names_this_projects_commit(tmp_path, capsys):
+def test_the_gpu_check_header_records_this_projects_commit(tmp_path, capsys):
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                           capture_output=True, check=True).stdout.strip()
-    gpu_check.main(["header", "--out", str(tmp_path), "--device", "cpu"])
+    gpu_check.main(["header", "--out", str(tmp_path), "--device", "cpu", "--command",
+                    "benchmarks/gpu_check.sh --cpu"])
     out = capsys.readouterr().out
     assert f"commit {head}" in out  # the short hash, or the start of a longer one
     assert f"torch {torch.__version__}" in out
+    record = json.loads((tmp_path / "provenance.json").read_text(encoding="utf-8"))
+    assert record["code"]["commit"].startswith(head)
+    assert record["command"] == "benchmarks/gpu_check.sh --cpu"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
