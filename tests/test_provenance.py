@@ -99,7 +99,8 @@ def test_the_record_holds_versions_device_command_and_wall_time():
 
 @pytest.mark.slow
 def test_gpu_check_s_line_from_a_copy_inside_another_checkout(tmp_path):
-    """What benchmarks/gpu_check.sh runs, as the device machine runs it: the module from the copy."""
+    """`python -m catgan.provenance` in a copy of the code inside another checkout, as the device
+    machine has it: the copy's content hash, never the enclosing repository's commit."""
     outer = tmp_path / "outer"
     outer.mkdir()
     (outer / "README").write_text("another project\n", encoding="utf-8")
