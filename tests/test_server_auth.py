@@ -223,21 +223,38 @@ def test_a_teammate_cannot_delete_another_teammate_s_experiment(team, capsys, mo
 
 
 @slow
+def test_adding_a_user_twice_is_refused_and_leaves_no_file(team, capsys):
+    url, folder = team
+    add_user(folder, "erin", capsys)
+    path = serverauth.credentials_file(folder, "erin")
+    with pytest.raises(UserError) as err:
+        serverauth.add_user(folder, "erin", lambda: url)
+    assert str(err.value) == f"user 'erin' was added already; their credentials are in {path}"
+    path.unlink()
+    with pytest.raises(UserError) as err:
+        serverauth.add_user(folder, "erin", lambda: url)
+    assert str(err.value) == (f"the MLflow server at {url} has a user 'erin' already, whose "
+                              "credentials file is gone; pick another name")
+    assert not path.exists()
+
+
+@slow
 def test_a_restart_keeps_the_admin_password_and_a_lost_one_is_replaced(team, capsys):
+    """Also across a start with SERVER_AUTH=0, which lets anyone in and adds no user."""
     url, folder = team
     admin = serverauth.credentials_file(folder, "admin")
     first = admin.read_bytes()
     first_password = serverauth.read_credentials(admin)[1]
 
-    def restart() -> str:
+    def restart(auth: str) -> None:
         server.stop(folder)
-        assert main(["server", "start", "--auth", "1", "--port", url.rsplit(":", 1)[1],
+        assert main(["server", "start", "--auth", auth, "--port", url.rsplit(":", 1)[1],
                      "--dir", str(folder)]) == 0
         out = capsys.readouterr().out
-        assert (f"Users must log in: the admin's credentials are in {admin}; `make server-user "
-                "NAME=<name>` adds a teammate") in out
+        said = (f"Users must log in: the admin's credentials are in {admin}; `make server-user "
+                "NAME=<name>` adds a teammate")
+        assert (said in out) == (auth == "1")
         assert serverauth.read_credentials(admin)[1] not in out
-        return out
 
     def admin_status(password: str) -> int:
         try:
@@ -246,11 +263,20 @@ def test_a_restart_keeps_the_admin_password_and_a_lost_one_is_replaced(team, cap
         except urllib.error.HTTPError as err:
             return err.code
 
-    restart()
+    restart("0")
+    with call(f"{url}/api/2.0/mlflow/experiments/search?max_results=1") as response:
+        assert response.status == 200  # no credentials asked
+    with pytest.raises(UserError) as err:
+        serverauth.add_user(folder, "frank", lambda: url)
+    assert str(err.value) == (f"the MLflow server of {folder} at {url} runs without "
+                              "authentication; restart it with SERVER_AUTH=1 to add users")
+    assert not serverauth.credentials_file(folder, "frank").exists()
+
+    restart("1")
     assert admin.read_bytes() == first and admin_status(first_password) == 200
 
     admin.unlink()
-    restart()
+    restart("1")
     second_password = serverauth.read_credentials(admin)[1]
     assert admin.stat().st_mode & 0o777 == 0o600 and second_password != first_password
     assert admin_status(second_password) == 200 and admin_status(first_password) == 401
