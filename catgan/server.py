@@ -240,9 +240,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m catgan.server") -
         url = start(folder, args.host, args.port, args.workers, auth=auth)
         print(f"MLflow server at {url} (PostgreSQL store and artifacts in {folder}); point runs at "
               f"it with MLFLOW_TRACKING_URI={url}; `make server-stop` stops it", flush=True)
-        admin = serverauth.credentials_file(folder, serverauth.ADMIN)
-        if serverauth.wanted(args.host, auth) and admin.is_file():
-            print(f"Users must log in: the admin's credentials are in {admin}; `make server-user "
+        if serverauth.wanted(args.host, auth):
+            print("Users must log in: the admin's credentials are in "
+                  f"{serverauth.credentials_file(folder, serverauth.ADMIN)}; `make server-user "
                   "NAME=<name>` adds a teammate", flush=True)
     elif args.action == "add-user":
         path = serverauth.add_user(folder, args.name, lambda: running_url(folder))

@@ -87,13 +87,15 @@ def server_env(folder: Path, database_uri: str, database_existed: bool) -> dict[
 
 def add_user(folder: Path, name: str, server_url: Callable[[], str]) -> Path:
     """A new user on the running server of ``folder``, created by its admin through MLflow's API;
-    the file holding the new password."""
+    the file holding the new password. A user whose file is gone gets a new password: only that
+    file ever held the old one."""
     if not _USER_NAME.fullmatch(name):
         raise UserError(f"user name '{name}' is not usable: use letters, digits, '.', '_' and '-' "
                         "(64 at most), starting with a letter or digit")
     path = credentials_file(folder, name)
     if path.exists():
-        raise UserError(f"user '{name}' was added already; their credentials are in {path}")
+        raise UserError(f"user '{name}' was added already; their credentials are in {path} "
+                        "(delete it and add them again to give them a new password)")
     admin_file = credentials_file(folder, ADMIN)
     if not admin_file.is_file():
         raise UserError(f"the MLflow server of {folder} has never run with authentication (no "
@@ -103,17 +105,22 @@ def add_user(folder: Path, name: str, server_url: Callable[[], str]) -> Path:
         from mlflow.exceptions import MlflowException
         from mlflow.server.auth.client import AuthServiceClient
 
-    write_credentials(path, name, _new_password())  # first: a user is never left without one
+    password = _new_password()
+    write_credentials(path, name, password)  # first: a user is never left without their password
     try:
         with _as_user(*admin):
-            AuthServiceClient(url).create_user(name, read_credentials(path)[1])
-    except MlflowException as err:
+            client = AuthServiceClient(url)
+            try:
+                client.create_user(name, password)
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                client.update_user_password(name, password)
+                log.warning("user '%s' was on the server without a credentials file: they have a "
+                            "new password", name)
+    except MlflowException as err:  # what MLflow's client raises for any failed request
         path.unlink()
         raise UserError(_refused(err, folder, url, name, admin_file)) from None
-    except OSError as err:
-        path.unlink()
-        raise UserError(f"the MLflow server of {folder} at {url} is unreachable ({err}); start it "
-                        "with `make server`") from None
     return path
 
 
@@ -124,9 +131,6 @@ def _refused(err, folder: Path, url: str, name: str, admin_file: Path) -> str:
                 "with SERVER_AUTH=1 to add users")
     if status == 401:
         return f"the MLflow server at {url} refused the admin's credentials in {admin_file}"
-    if err.error_code == "RESOURCE_ALREADY_EXISTS":
-        return (f"the MLflow server at {url} has a user '{name}' already, whose credentials file "
-                "is gone; pick another name")
     return f"the MLflow server at {url} did not add user '{name}' ({err.message.splitlines()[0]})"
 
 
@@ -144,8 +148,13 @@ def write_credentials(path: Path, name: str, password: str) -> None:
 
 def read_credentials(path: Path) -> tuple[str, str]:
     config = configparser.ConfigParser(interpolation=None)
-    config.read(path)
-    return tuple(config["mlflow"][var.lower()] for var in _CREDENTIAL_VARS)
+    try:
+        config.read(path)
+        return tuple(config["mlflow"][var.lower()] for var in _CREDENTIAL_VARS)
+    except (configparser.Error, KeyError):
+        raise UserError(f"{path} is not a credentials file: it needs a [mlflow] section with "
+                        f"{' and '.join(var.lower() for var in _CREDENTIAL_VARS)}; delete it, and "
+                        "the next start (admin) or add-user makes a new one") from None
 
 
 def _new_password() -> str:

@@ -69,6 +69,16 @@ def test_credentials_files_are_0600_from_the_start_and_read_back(tmp_path):
     assert path.read_text().splitlines()[:2] == ["[mlflow]", "mlflow_tracking_username = alice"]
 
 
+def test_a_file_that_is_not_a_credentials_file_is_named_in_one_line(tmp_path):
+    path = tmp_path / "alice"
+    path.write_text("[mlflow]\nmlflow_tracking_username = alice\n")
+    with pytest.raises(UserError) as err:
+        serverauth.read_credentials(path)
+    assert str(err.value) == (f"{path} is not a credentials file: it needs a [mlflow] section with "
+                              "mlflow_tracking_username and mlflow_tracking_password; delete it, "
+                              "and the next start (admin) or add-user makes a new one")
+
+
 @pytest.mark.parametrize("name", ["../admin", ".hidden", "a b", "", "x" * 65])
 def test_an_unusable_user_name_is_refused_before_anything_is_written(tmp_path, name):
     with pytest.raises(UserError, match="is not usable: use letters, digits"):
@@ -223,19 +233,30 @@ def test_a_teammate_cannot_delete_another_teammate_s_experiment(team, capsys, mo
 
 
 @slow
-def test_adding_a_user_twice_is_refused_and_leaves_no_file(team, capsys):
+def test_adding_a_user_again_needs_their_file_gone_and_gives_a_new_password(team, capsys, caplog):
     url, folder = team
-    add_user(folder, "erin", capsys)
+    _, first = add_user(folder, "erin", capsys)
     path = serverauth.credentials_file(folder, "erin")
     with pytest.raises(UserError) as err:
         serverauth.add_user(folder, "erin", lambda: url)
-    assert str(err.value) == f"user 'erin' was added already; their credentials are in {path}"
+    assert str(err.value) == (f"user 'erin' was added already; their credentials are in {path} "
+                              "(delete it and add them again to give them a new password)")
     path.unlink()
-    with pytest.raises(UserError) as err:
-        serverauth.add_user(folder, "erin", lambda: url)
-    assert str(err.value) == (f"the MLflow server at {url} has a user 'erin' already, whose "
-                              "credentials file is gone; pick another name")
-    assert not path.exists()
+    with caplog.at_level(logging.WARNING, logger="catgan.serverauth"):
+        _, second = add_user(folder, "erin", capsys)
+    assert caplog.messages == ["user 'erin' was on the server without a credentials file: they "
+                               "have a new password"]
+    assert second != first
+    assert user_status(url, "erin", second) == 200 and user_status(url, "erin", first) == 401
+
+
+def user_status(url: str, name: str, password: str) -> int:
+    """The server's answer to ``name`` asking for their own user record."""
+    try:
+        with call(secret_uri(url, name, password) + f"/api/2.0/mlflow/users/get?username={name}"):
+            return 200
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 @slow
@@ -256,13 +277,6 @@ def test_a_restart_keeps_the_admin_password_and_a_lost_one_is_replaced(team, cap
         assert (said in out) == (auth == "1")
         assert serverauth.read_credentials(admin)[1] not in out
 
-    def admin_status(password: str) -> int:
-        try:
-            with call(secret_uri(url, "admin", password) + "/api/2.0/mlflow/users/get?username=admin"):
-                return 200
-        except urllib.error.HTTPError as err:
-            return err.code
-
     restart("0")
     with call(f"{url}/api/2.0/mlflow/experiments/search?max_results=1") as response:
         assert response.status == 200  # no credentials asked
@@ -273,11 +287,12 @@ def test_a_restart_keeps_the_admin_password_and_a_lost_one_is_replaced(team, cap
     assert not serverauth.credentials_file(folder, "frank").exists()
 
     restart("1")
-    assert admin.read_bytes() == first and admin_status(first_password) == 200
+    assert admin.read_bytes() == first and user_status(url, "admin", first_password) == 200
 
     admin.unlink()
     restart("1")
     second_password = serverauth.read_credentials(admin)[1]
     assert admin.stat().st_mode & 0o777 == 0o600 and second_password != first_password
-    assert admin_status(second_password) == 200 and admin_status(first_password) == 401
+    assert user_status(url, "admin", second_password) == 200
+    assert user_status(url, "admin", first_password) == 401
     assert "password" not in (folder / "basic_auth.ini").read_text()
