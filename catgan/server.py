@@ -121,7 +121,7 @@ def _init_cluster(folder: Path, cluster: Path) -> None:
     cluster.mkdir(mode=0o700)
     password = secrets.token_hex(16)
     pwfile = folder / "postgres.pw"
-    write_text(pwfile, password + "\n")
+    write_text(pwfile, password + "\n", mode=0o600)
     try:
         for path in (cluster, pwfile):
             _give_to_postgres(path)
@@ -130,8 +130,8 @@ def _init_cluster(folder: Path, cluster: Path) -> None:
     finally:
         pwfile.unlink(missing_ok=True)
     pgpass = folder / "pgpass"
-    write_text(pgpass, f"127.0.0.1:*:*:{USER}:{password}\n")
-    pgpass.chmod(0o600)  # libpq ignores a password file others can read
+    # 0600 from the start: libpq ignores a password file others can read, and none may read it.
+    write_text(pgpass, f"127.0.0.1:*:*:{USER}:{password}\n", mode=0o600)
 
 
 def _database_uri(pg_port: int, database: str) -> str:
