@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from catgan.errors import UserError
-from catgan.fileio import atomic_path, write_text
+from catgan.fileio import write_text
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +140,8 @@ def credentials_file(folder: Path, name: str) -> Path:
 
 def write_credentials(path: Path, name: str, password: str) -> None:
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.chmod(0o600)  # before the password goes in
-        tmp.write_text(f"[mlflow]\n{_CREDENTIAL_VARS[0].lower()} = {name}\n"
-                       f"{_CREDENTIAL_VARS[1].lower()} = {password}\n")
+    write_text(path, f"[mlflow]\n{_CREDENTIAL_VARS[0].lower()} = {name}\n"
+                     f"{_CREDENTIAL_VARS[1].lower()} = {password}\n", mode=0o600)
 
 
 def read_credentials(path: Path) -> tuple[str, str]:
