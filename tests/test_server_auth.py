@@ -4,6 +4,7 @@ line, with a teammate's it logs its whole run, a wrong password is refused and r
 one teammate cannot delete another's experiment, and a restart keeps the admin's password."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -200,6 +201,19 @@ def test_a_wrong_password_is_refused_and_recorded_nowhere(team, data, tmp_path, 
     assert served_runs(url, folder) == before
     # The server's logs, its PostgreSQL cluster (store and users), artifacts and credentials.
     assert files_holding_mark(folder) == []
+
+
+@slow
+def test_no_password_shows_in_a_process_listing(team, capsys):
+    _, folder = team
+    passwords = [serverauth.read_credentials(serverauth.credentials_file(folder, "admin"))[1],
+                 add_user(folder, "gina", capsys)[1]]
+    cmdlines = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            cmdlines.append(path.read_bytes())
+    assert any(b"basic-auth" in cmdline for cmdline in cmdlines)  # the server is among them
+    assert [p for p in passwords if any(p.encode() in cmdline for cmdline in cmdlines)] == []
 
 
 @slow
