@@ -169,6 +169,19 @@ def _study_page(args: argparse.Namespace) -> None:
     studypage.publish(folder)
 
 
+def _add_server(sub: argparse._SubParsersAction) -> None:
+    # Its own parser reads the rest of the command line (catgan/server.py), --help included.
+    p = sub.add_parser("server", help="the team's MLflow server: start, stop, add-user NAME",
+                       add_help=False)
+    p.set_defaults(run=_server)
+
+
+def _server(argv: list[str]) -> None:
+    from catgan import server
+
+    server.main(argv, prog="catgan server")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="catgan", description="catgan: DCGAN cat faces, "
                                      "baseline vs fused, reproducibly")
@@ -177,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_study(sub)
     _add_study_page(sub)
+    _add_server(sub)
     return parser
 
 
@@ -184,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "study":
+    if args.command in ("study", "server"):
         args.run(rest)
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
