@@ -144,6 +144,24 @@ def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_st
     assert not list((project / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))
 
 
+def test_compare_from_dvc_and_from_mlflow_gives_the_same_metrics_of_the_same_runs(project,
+                                                                                reproduced):
+    """The queued sweep's two runs (the test above), read from DVC's metric files and from the
+    MLflow store: the same keys, the same numbers, no settings among them."""
+    from catgan.compare import from_dvc, from_mlflow
+    from catgan.compare.runs import NOT_METRICS
+    from catgan.compare.stats import summarize
+
+    in_dvc = from_dvc.collect(project)
+    in_mlflow = from_mlflow.collect(f"sqlite:///{project / 'mlflow.db'}", "catgan")
+    swept = {(r.variant, r.seed): r.metrics for r in in_dvc if r.seed == 7}
+    assert sorted(swept) == [("baseline", 7), ("fused", 7)]
+    assert {(r.variant, r.seed): r.metrics for r in in_mlflow} == swept
+    assert all("eval.swd.swd_avg" in m and "train.loss_d" in m and not NOT_METRICS & m.keys()
+               for m in swept.values())
+    assert [r.metric for r in summarize(in_dvc).rows] == [r.metric for r in summarize(in_mlflow).rows]
+
+
 def test_demo_runs_both_variants_as_experiments_and_prints_the_comparison(project, reproduced):
     tiny = {"data.synthetic_count": 24, "train.batch_size": 4, "train.steps_per_epoch": 2,
             "eval.num_samples": 16, "eval.kid_subset_size": 8}
