@@ -83,7 +83,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                "  models:/catgan-fused@best    a registered model, by alias or version "
                "(catgan compare --register)\n"
                "  FILE.pt                      a generator file of the GPU study "
-               "(<archive>.generator-<variant>.pt; --nearest needs --data)")
+               "(<archive>.generator-<arm>.pt; --nearest needs --data)")
     p.add_argument("source", nargs="?", default="models", help="where the generator is (below)")
     p.add_argument("-n", "--num", type=int, default=64,
                    help="images to draw, or latent walks with --interpolate (default: 64)")
