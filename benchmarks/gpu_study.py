@@ -1,6 +1,7 @@
 """The whole study on one GPU: the arms (catgan/arms.py: course-baseline, course-fused, modern, ...)
 over seeds, the saturating G loss, and the course's own loop for parity, written as a study folder
-(catgan/studydir.py) and packed into one archive that ``catgan study-page`` turns into the study page, with each arm's best generator beside it.
+(catgan/studydir.py) and packed into one archive that ``catgan study-page`` turns into the study
+page, with each arm's best generator beside it.
 
     python -m benchmarks.gpu_study --data PATH --out DIR [--epochs 60] [--seeds 0 1 2]
         [--arms course-baseline course-fused modern] [--variants V ...: --arms course-V ...]

@@ -3,8 +3,9 @@
     <study>/study.json             format, name, device, data (content_hash, images), settings,
                                    parent run, provenance (catgan/provenance.py: code, versions,
                                    device, command line, wall time)
-    <study>/runs/<run>/run.json    kind, arm, overrides (catgan/arms.py), variant, seed, g_loss, epochs, steps, batch_size,
-                                   images_seen, wall_s, device, eval (the evaluate stage's metrics)
+    <study>/runs/<run>/run.json    kind, arm, overrides (catgan/arms.py), variant, seed, g_loss,
+                                   epochs, steps, batch_size, images_seen, wall_s, device, eval
+                                   (the evaluate stage's metrics)
     <study>/runs/<run>/history.csv one row per epoch (train.HISTORY_COLUMNS; blank where not measured)
     <study>/runs/<run>/steps.csv   one row every log_every steps (step, epoch, train.COLUMNS)
     <study>/runs/<run>/grids/epoch_NNN.png   the fixed-latent grid after each epoch (0 = untrained)

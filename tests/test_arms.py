@@ -70,7 +70,8 @@ def test_the_study_plans_each_arm_and_seed_and_refuses_what_an_arm_sets():
                           "s-course-fused-s1", "s-modern-s0", "s-modern-s1",
                           "s-saturating-course-baseline-s0"]
     assert runs["s-modern-s1"]["train.augment"] == "'color,translation,cutout'"
-    assert (runs["s-modern-s1"]["tracking.arm"], runs["s-modern-s1"]["train.seed"]) == ("modern", "1")
+    modern = runs["s-modern-s1"]
+    assert (modern["tracking.arm"], modern["train.seed"]) == ("modern", "1")
     assert runs["s-saturating-course-baseline-s0"]["train.g_loss"] == "saturating"
     assert study.parse_args(["--variants", "fused"]).arms == ["course-fused"]
     with pytest.raises(UserError, match="arm modern sets it"):

@@ -27,7 +27,8 @@ class Record:
 
 
 def group(params: dict) -> Any:
-    """What a run is compared as: its study arm (tracking.arm) where it has one, else its variant."""
+    """What a run is compared as: its study arm (tracking.arm) where it has one, else its
+    variant."""
     return params.get("tracking.arm") or params.get("model.variant")
 
 
