@@ -1,9 +1,11 @@
-"""The whole study on one GPU: baseline vs fused over seeds, the saturating G loss, and the course's
-own loop for parity, written as a study folder (catgan/studydir.py) and packed into one archive
-that ``catgan study-page`` turns into the study page, with each variant's best generator beside it.
+"""The whole study on one GPU: the arms (catgan/arms.py: course-baseline, course-fused, modern, ...)
+over seeds, the saturating G loss, and the course's own loop for parity, written as a study folder
+(catgan/studydir.py) and packed into one archive that ``catgan study-page`` turns into the study
+page, with each arm's best generator beside it.
 
     python -m benchmarks.gpu_study --data PATH --out DIR [--epochs 60] [--seeds 0 1 2]
-        [--variants baseline fused] [--parallel K] [--precision bf16|fp32] [--[no-]compile]
+        [--arms course-baseline course-fused modern] [--variants V ...: --arms course-V ...]
+        [--parallel K] [--precision bf16|fp32] [--[no-]compile]
         [--[no-]course] [--[no-]saturating] [--frames 16] [--budget-s S] [--stop-s S]
         [-S key=value ...]
         [--name gpu]
@@ -24,19 +26,19 @@ zip (50 MB). The prepared images.npy of the full set (9,303 x 3 x 64 x 64 = 114 
                    --out /tmp/gpu-study 2>&1 | tee "$OUT/gpu_study.log";
                  cp /tmp/gpu-study/study.tar.gz /tmp/gpu-study/study.generator-*.pt "$OUT"/
     here:        catgan study-page study.tar.gz   (the archive that came back, with the
-                 study.generator-<variant>.pt files beside it)
+                 study.generator-<arm>.pt files beside it)
 
 On CUDA every run starts at once, longest first (benchmarks/README.md, "GPU study": one wave fits
 the 16 cores and 141 GB of an H200); on the CPU one after another. ``--parallel`` sets how many.
 ``--stop-s`` stops the runs still going (in child processes) at a time limit and packs the rest.
 
-Each run writes DIR/study/runs/<kind>-<variant>-seed<N>/ whole or not at all, and a run whose
+Each run writes DIR/study/runs/<kind>-<arm>-seed<N>/ whole or not at all, and a run whose
 run.json is there is skipped, so an interrupted study resumes. Grids are kept as 256-colour PNGs
 (a lossless 8x8 grid is ~0.6 MB): the last epoch's of every run, and ``--frames`` evenly spaced
-ones of each variant's lowest-seed study run for the page's video, so the archive stays well
+ones of each arm's lowest-seed study run for the page's video, so the archive stays well
 under the 16 MiB a file may have to come back from the device machine. The lowest-SWD study run
-of each variant leaves its generator in fp16 beside the archive, as
-``study.generator-<variant>.pt`` (at most 8 MiB each; catgan/weightsfile.py): ``catgan sample``
+of each arm leaves its generator in fp16 beside the archive, as
+``study.generator-<arm>.pt`` (at most 8 MiB each; catgan/weightsfile.py): ``catgan sample``
 draws from it and the study page shows its samples. study.json records the provenance
 (catgan/provenance.py): the code's commit or, on a copy without .git, its content hash.
 """
@@ -64,7 +66,7 @@ import torch
 from PIL import Image
 
 from benchmarks import reference_loop
-from catgan import provenance, studydir, weightsfile
+from catgan import arms, provenance, studydir, weightsfile
 from catgan.config import VARIANTS, Params, flatten, parse_params
 from catgan.data.archive import safe_extract_zip
 from catgan.data.preprocess import load_images, preprocess
@@ -86,7 +88,7 @@ STEP_COLUMNS = ("step", "epoch", *COLUMNS)
 RUN_S = {"course": 250, "study": 165, "saturating": 165}
 GENERATOR = "generator.pt"  # a study run's generator in fp16, in its run folder, not archived
 # Set by this script's own flags: -S may not change them behind their back.
-RESERVED = {"model.variant": "--variants", "train.seed": "--seeds", "train.epochs": "--epochs",
+RESERVED = {"model.variant": "--arms", "train.seed": "--seeds", "train.epochs": "--epochs",
             "train.g_loss": "--saturating", "train.precision": "--precision",
             "train.compile": "--compile"}
 
@@ -96,6 +98,7 @@ class Job:
     """One run: what a worker process needs to train, evaluate and write it."""
 
     kind: str
+    arm: str
     variant: str
     seed: int
     params: dict  # raw params, validated again by the worker
@@ -108,11 +111,11 @@ class Job:
 
     @property
     def name(self) -> str:
-        return run_name(self.kind, self.variant, self.seed)
+        return run_name(self.kind, self.arm, self.seed)
 
 
-def run_name(kind: str, variant: str, seed: int) -> str:
-    return f"{kind}-{variant}-seed{seed}"
+def run_name(kind: str, arm: str, seed: int) -> str:
+    return f"{kind}-{arm}-seed{seed}"
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -124,20 +127,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="the study folder and archive go here")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", default=["baseline", "fused"])
+    p.add_argument("--arms", nargs="+", default=None,
+                   help=f"default: {' '.join(arms.DEFAULT)}; known: {', '.join(arms.ARMS)}")
+    p.add_argument("--variants", nargs="+", default=None, help="shorthand for --arms course-V ...")
     p.add_argument("--parallel", type=int, default=0,
                    help="runs at once, each its own process (default: all on CUDA, 1 on CPU)")
     p.add_argument("--precision", choices=("bf16", "fp32"),
                    help="pipeline runs' precision (default bf16 on CUDA, fp32 on CPU); course runs are fp32")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--study", action=argparse.BooleanOptionalAction, default=True,
-                   help="the pipeline's runs, variants x seeds (--no-study: parity runs only)")
+                   help="the pipeline's runs, arms x seeds (--no-study: parity runs only)")
     p.add_argument("--course", action=argparse.BooleanOptionalAction, default=True,
-                   help="parity runs of the course's loop, same variants, seeds, steps and batch")
+                   help="parity runs of the course's loop for the course arms, same seeds, steps "
+                        "and batch")
     p.add_argument("--saturating", action=argparse.BooleanOptionalAction, default=True,
-                   help="one more run: the first variant, lowest seed, saturating G loss")
+                   help="one more run: course-baseline, lowest seed, saturating G loss")
     p.add_argument("--frames", type=int, default=16,
-                   help="grids kept of each variant's lowest-seed study run, for the page's video")
+                   help="grids kept of each arm's lowest-seed study run, for the page's video")
     p.add_argument("--budget-s", type=float, default=0.0,
                    help="start no run after this many seconds (0: no limit); the archive holds what finished")
     p.add_argument("--stop-s", type=float, default=0.0,
@@ -157,15 +163,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              ("--frames", args.frames, 1), ("--seeds", min(args.seeds), 0)):
         if value < low:
             p.error(f"{flag} must be at least {low}, got {value}")
-    unknown = [v for v in args.variants if v not in VARIANTS]
+    unknown = [v for v in args.variants or [] if v not in VARIANTS]
     if unknown:
         p.error(f"--variants: unknown {', '.join(unknown)}; use some of {', '.join(sorted(VARIANTS))}")
-    args.variants, args.seeds = list(dict.fromkeys(args.variants)), sorted(set(args.seeds))
+    if args.arms and args.variants:
+        p.error("--arms and --variants: give one (--variants V is --arms course-V)")
+    names = args.arms or [arms.COURSE + v for v in args.variants or []] or list(arms.DEFAULT)
+    args.arms, args.seeds = [arm.name for arm in arms.resolve(names)], sorted(set(args.seeds))
     return args
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``-S a.b=value`` items as a nested dict; values read as JSON where they parse, else text."""
+def parse_overrides(items: list[str], arm_names: list[str] = ()) -> dict:
+    """``-S a.b=value`` items as a nested dict; values read as JSON where they parse, else text.
+    A key that one of ``arm_names`` sets is refused: the arm would override it for its runs."""
     raw: dict = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -173,6 +183,10 @@ def parse_overrides(items: list[str]) -> dict:
             raise UserError(f"-S {item!r}: expected KEY=VALUE, e.g. -S train.batch_size=64")
         if key in RESERVED:
             raise UserError(f"-S {key}: the study sets it per run; use {RESERVED[key]} instead")
+        setters = [a for a in arm_names if key in arms.get(a).overrides]
+        if setters:
+            raise UserError(f"-S {key}: arm {setters[0]} sets it (catgan/arms.py); leave it to "
+                            "the arm, or pick arms that do not set it")
         try:
             value = json.loads(text)
         except ValueError:
@@ -201,7 +215,7 @@ def base_params(args: argparse.Namespace) -> tuple[dict, torch.device]:
     225 s against 12 s a step).
     """
     raw = merge({"train": {"epochs": args.epochs, "compile": args.compile}, "eval": {"every": 1},
-                 "tracking": {"enabled": False}}, parse_overrides(args.overrides))
+                 "tracking": {"enabled": False}}, parse_overrides(args.overrides, args.arms))
     device = select_device(parse_params(raw, source="-S").train.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     raw["train"] = {**raw.get("train", {}), "device": device.type, "precision": precision}
@@ -267,18 +281,21 @@ def plan(args: argparse.Namespace, raw: dict, images: Path, data: dict, study: P
     t = parse_params(raw).train
     steps = args.epochs * steps_per_epoch(data["images"], t.batch_size, t.steps_per_epoch)
     first_seed = min(args.seeds)
-    runs = [("study", v, s) for s in args.seeds for v in args.variants] if args.study else []
+    runs = [("study", a, s) for s in args.seeds for a in args.arms] if args.study else []
     if args.saturating:
-        runs.append(("saturating", args.variants[0], first_seed))
-    if args.course:
-        runs += [("course", v, s) for s in args.seeds for v in args.variants]
+        runs.append(("saturating", "course-baseline", first_seed))
+    if args.course:  # the course's loop has none of the recipe's techniques: course arms only
+        runs += [("course", a, s) for s in args.seeds for a in args.arms
+                 if a.startswith(arms.COURSE)]
     jobs = []
-    for kind, variant, seed in runs:
+    for kind, name, seed in runs:
+        arm = arms.get(name)
         g_loss = "saturating" if kind == "saturating" else "non_saturating"
-        job_raw = merge(raw, {"model": {"variant": variant}, "train": {"seed": seed, "g_loss": g_loss}})
+        job_raw = merge(merge(raw, arms.nested(arm.overrides)),
+                        {"train": {"seed": seed, "g_loss": g_loss}})
         animated = kind == "study" and seed == first_seed
-        jobs.append(Job(kind, variant, seed, job_raw, str(images), data["content_hash"],
-                        str(study / "runs" / run_name(kind, variant, seed)), steps,
+        jobs.append(Job(kind, name, arm.variant, seed, job_raw, str(images), data["content_hash"],
+                        str(study / "runs" / run_name(kind, name, seed)), steps,
                         args.frames if animated else 1, code))
     return jobs
 
@@ -305,7 +322,8 @@ def pipeline_run(job: Job) -> None:
         generator = None
         if job.kind == "study":  # the candidates for the generator that comes back
             generator = (result.generator, {
-                "variant": job.variant, "latent_dim": params.model.latent_dim, "run": job.name,
+                "arm": job.arm, "variant": job.variant, "latent_dim": params.model.latent_dim,
+                "run": job.name,
                 "seed": job.seed, "swd_avg": metrics["swd"]["swd_avg"], "data_hash": job.data_hash,
                 "code": job.code})
         write_run(job, result.history, result.steps, Path(ckpt) / "grids", epochs,
@@ -353,7 +371,8 @@ def course_run(job: Job) -> None:
 
 def _meta(job: Job, params: Params, meta: dict, metrics: dict, notes: dict,
           device: torch.device, started: float, train_s: float) -> dict:
-    return {"kind": job.kind, "variant": job.variant, "seed": job.seed,
+    return {"kind": job.kind, "arm": job.arm, "overrides": arms.get(job.arm).overrides,
+            "variant": job.variant, "seed": job.seed,
             "batch_size": params.train.batch_size, "device": describe(device), "eval": metrics,
             "notes": notes, "train_s": round(train_s, 3), "code": job.code,
             "wall_s": round(time.perf_counter() - started, 3), **meta}
@@ -512,23 +531,24 @@ def pack(study: Path, archive: Path) -> int:
 
 
 def best_generators(study: Path, out: Path, stem: str) -> tuple[list[Path], list[str]]:
-    """Each variant's lowest-SWD study run's generator into ``study/weights/`` and beside the
-    archive (``out/<stem>.generator-<variant>.pt``); returns the files written and the problems."""
+    """Each arm's lowest-SWD study run's generator into ``study/weights/`` and beside the
+    archive (``out/<stem>.generator-<arm>.pt``); returns the files written and the problems."""
     best: dict[str, tuple[float, Path]] = {}
     for run_json in sorted((study / "runs").glob("study-*/run.json")):
         meta = json.loads(run_json.read_text(encoding="utf-8"))
         swd, weights = meta["eval"]["swd"]["swd_avg"], run_json.parent / GENERATOR
-        if weights.is_file() and swd < best.get(meta["variant"], (float("inf"), None))[0]:
-            best[meta["variant"]] = (swd, weights)
+        arm = arms.of_run(meta)
+        if weights.is_file() and swd < best.get(arm, (float("inf"), None))[0]:
+            best[arm] = (swd, weights)
     written, problems = [], []
-    for variant, (_, weights) in sorted(best.items()):
+    for arm, (_, weights) in sorted(best.items()):
         size = weights.stat().st_size
         if size > weightsfile.LIMIT:
             problems.append(f"{weights}: {size / 2**20:.1f} MiB, above the "
                             f"{weightsfile.LIMIT >> 20} MiB a weights file may have; not returned")
             continue
-        for dest in (study / studydir.WEIGHTS / studydir.weights_name(variant),
-                     out / f"{stem}.{studydir.weights_name(variant)}"):
+        for dest in (study / studydir.WEIGHTS / studydir.weights_name(arm),
+                     out / f"{stem}.{studydir.weights_name(arm)}"):
             with atomic_path(dest, suffix=".pt") as tmp:
                 shutil.copyfile(weights, tmp)
         written.append(dest)
@@ -550,7 +570,7 @@ def check_resumable(study: Path, info: dict) -> None:
 
 
 def _shaping(info: dict) -> dict:
-    # Data and params shape every run; variants, seeds and the extra runs may grow from one call
+    # Data and params shape every run; arms, seeds and the extra runs may grow from one call
     # to the next, and the same images may come as a zip one time and as a .npy the next.
     params = {k: v for k, v in (info.get("settings") or {}).items() if "." in k}
     return {"name": info.get("name"), "data": (info.get("data") or {}).get("content_hash"),
@@ -560,7 +580,7 @@ def _shaping(info: dict) -> dict:
 def study_info(args: argparse.Namespace, params: Params, device: torch.device, data: dict) -> dict:
     """study.json: the name, device, data and every setting that shapes the runs."""
     per_run = ("model.variant", "train.seed", "train.g_loss", "train.threads")
-    settings = {"variants": " ".join(args.variants), "seeds": " ".join(map(str, args.seeds)),
+    settings = {"arms": " ".join(args.arms), "seeds": " ".join(map(str, args.seeds)),
                 "course": args.course, "saturating": args.saturating, "frames": args.frames,
                 **{k: v for k, v in flatten(params).items()
                    if k.startswith(("model.", "train.", "eval.")) and k not in per_run}}

@@ -83,7 +83,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                "  models:/catgan-fused@best    a registered model, by alias or version "
                "(catgan compare --register)\n"
                "  FILE.pt                      a generator file of the GPU study "
-               "(<archive>.generator-<variant>.pt; --nearest needs --data)")
+               "(<archive>.generator-<arm>.pt; --nearest needs --data)")
     p.add_argument("source", nargs="?", default="models", help="where the generator is (below)")
     p.add_argument("-n", "--num", type=int, default=64,
                    help="images to draw, or latent walks with --interpolate (default: 64)")
@@ -149,6 +149,15 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=study.main)
 
 
+def _add_arm(sub: argparse._SubParsersAction) -> None:
+    from catgan import arms
+
+    p = sub.add_parser("arm", help="an arm's params overrides as -S arguments: "
+                       "dvc exp run -n modern $(catgan arm modern)")
+    p.add_argument("name", help=f"one of: {', '.join(arms.ARMS)}")
+    p.set_defaults(run=lambda args: arms.main([args.name]))
+
+
 def _add_study_page(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study-page", help="the study page of a study folder or a GPU study archive",
                        description="Builds study.html (and figures/) from a study folder, or from "
@@ -189,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_sample(sub)
     _add_study(sub)
+    _add_arm(sub)
     _add_study_page(sub)
     _add_server(sub)
     return parser

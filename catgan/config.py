@@ -129,6 +129,8 @@ class TrackingConfig:
     # Part of DVC experiment names and MLflow filters: letters, digits, - and _ only.
     study: str = _knob("", pattern=r"([A-Za-z0-9][A-Za-z0-9_-]{0,63})?", shape="letters, digits, "
                        "'-' and '_' only, starting with a letter or digit (at most 64)")
+    arm: str = _knob("", pattern=r"([A-Za-z0-9][A-Za-z0-9_-]{0,63})?", shape="letters, digits, "
+                     "'-' and '_' only, starting with a letter or digit (at most 64)")
 
     def __post_init__(self):
         if PASSWORD_IN_URL.search(self.uri):

@@ -8,6 +8,7 @@ from pathlib import Path
 from catgan.config import project_root
 
 STUDY_TAG, ROLE_TAG = "catgan.study", "catgan.role"  # a study's parent run has role "study"
+ARM_TAG = "catgan.arm"  # the study arm (catgan/arms.py), where `catgan study` set tracking.arm
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -27,4 +28,6 @@ def run_tags(params, data_hash: str) -> dict:
             "mlflow.runName": exp_name or f"{params.model.variant}-seed{params.train.seed}"}
     if params.tracking.study:
         tags[STUDY_TAG] = params.tracking.study
+    if params.tracking.arm:
+        tags[ARM_TAG] = params.tracking.arm
     return tags

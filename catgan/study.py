@@ -1,6 +1,8 @@
-"""``catgan study``: variants x seeds as queued DVC experiments under one MLflow parent run.
+"""``catgan study``: arms x seeds as queued DVC experiments under one MLflow parent run.
 
-Each run is an ordinary experiment (``<study>-<variant>-s<seed>``, ``dvc exp show`` lists it) whose
+An arm is a named set of params overrides (catgan/arms.py: course-baseline, course-fused, modern and
+the ablations). Each run is an ordinary experiment (``<study>-<arm>-s<seed>``, ``dvc exp show``
+lists it; ``tracking.arm`` names its arm) whose
 MLflow run is a child of the study's run through ``tracking.study``. Running the command again
 resumes: runs the store already holds finished are kept, queued or running ones are waited for,
 the rest are queued again and resume from their checkpoints. Then the study's runs are exported
@@ -15,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from catgan import arms
 from catgan.config import VARIANTS, flatten, load_params, parse_params, project_root
 from catgan.dvccli import dvc
 from catgan.errors import UserError
@@ -35,10 +38,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default="study", help="study name: letters, digits, - and _ "
                    "(default: study)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--arms", nargs="+", default=None, metavar="ARM",
+                   help=f"arms to compare (default: {' '.join(arms.DEFAULT)}); known: "
+                        f"{', '.join(arms.ARMS)}")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
+                   help="shorthand for --arms course-<variant> ...")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--saturating", action="store_true",
-                   help="one more run, the first variant and seed with train.g_loss=saturating, "
+                   help="one more run, course-baseline's first seed with train.g_loss=saturating, "
                         "for the page's section on the generator's loss")
     p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a params.yaml override for every run, as for `dvc exp run -S`")
@@ -47,7 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="study folder (default: studies/<name> at the project root)")
     p.add_argument("--page-only", action="store_true",
                    help="queue nothing: export what the store holds and build the page")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.arms and args.variants:
+        p.error("--arms and --variants: give one (--variants V is --arms course-V)")
+    names = args.arms or [arms.COURSE + v for v in args.variants or []] or list(arms.DEFAULT)
+    args.arms = [arm.name for arm in arms.resolve(names)]
+    return args
 
 
 def plan(args: argparse.Namespace) -> list[Planned]:
@@ -57,8 +69,12 @@ def plan(args: argparse.Namespace) -> list[Planned]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"-S {item!r}: expected KEY=VALUE, for example -S train.epochs=3")
-        if key in ("model.variant", "train.seed", "tracking.study"):
-            raise UserError(f"-S {key}: the study sets it; use --variants, --seeds or --name")
+        if key in ("train.seed", "tracking.study", "tracking.arm"):
+            raise UserError(f"-S {key}: the study sets it; use --arms, --seeds or --name")
+        setters = [a for a in args.arms if key in arms.get(a).overrides]
+        if setters:
+            raise UserError(f"-S {key}: arm {setters[0]} sets it (catgan/arms.py); leave it to "
+                            "the arm, or pick arms that do not set it")
         # Queued experiments run in .dvc/tmp/exps/...: a relative path would resolve there.
         common[key] = str(Path(value).resolve()) if key == "data.path" and value else value
     known = flatten(load_params())
@@ -67,13 +83,19 @@ def plan(args: argparse.Namespace) -> list[Planned]:
             raise UserError(f"-S {key}: no such key in params.yaml; `dvc exp run -S` only sets "
                             "existing keys (see README, 'every params key')")
     common["tracking.study"] = args.name
-    runs = [Planned(f"{args.name}-{v}-s{s}", {**common, "model.variant": v, "train.seed": str(s)})
-            for v in args.variants for s in args.seeds]
+    runs = [Planned(f"{args.name}-{a}-s{s}", overrides(common, a, s))
+            for a in args.arms for s in args.seeds]
     if args.saturating:
-        v, s = args.variants[0], args.seeds[0]
-        runs.append(Planned(f"{args.name}-saturating-{v}-s{s}",
-                            {**runs[0].overrides, "train.g_loss": "saturating"}))
+        a, s = "course-baseline", args.seeds[0]
+        runs.append(Planned(f"{args.name}-saturating-{a}-s{s}",
+                            {**overrides(common, a, s), "train.g_loss": "saturating"}))
     return runs
+
+
+def overrides(common: dict[str, str], arm: str, seed: int) -> dict[str, str]:
+    """One run's ``-S`` settings: the study's, the arm's and its seed."""
+    return {**common, **arms.get(arm).settings(), "tracking.arm": arm,
+            "train.seed": str(seed)}
 
 
 def parent_run(tracker: MlflowTracker, name: str, settings: dict[str, str]) -> str:
@@ -158,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     if not isinstance(tracker, MlflowTracker):
         raise UserError("catgan study needs MLflow: set tracking.enabled: true in params.yaml")
     parent = parent_run(tracker, args.name, {
-        "variants": " ".join(args.variants), "seeds": " ".join(map(str, args.seeds)),
+        "arms": " ".join(args.arms), "seeds": " ".join(map(str, args.seeds)),
         "saturating": str(args.saturating), **dict(s.partition("=")[::2] for s in args.set)})
     if not args.page_only:
         waiting = enqueue(runs, finished_runs(tracker, args.name), queue_status())

@@ -3,21 +3,24 @@
     <study>/study.json             format, name, device, data (content_hash, images), settings,
                                    parent run, provenance (catgan/provenance.py: code, versions,
                                    device, command line, wall time)
-    <study>/runs/<run>/run.json    kind, variant, seed, g_loss, epochs, steps, batch_size,
-                                   images_seen, wall_s, device, eval (the evaluate stage's metrics)
+    <study>/runs/<run>/run.json    kind, arm, overrides (catgan/arms.py), variant, seed, g_loss,
+                                   epochs, steps, batch_size, images_seen, wall_s, device, eval
+                                   (the evaluate stage's metrics)
     <study>/runs/<run>/history.csv one row per epoch (train.HISTORY_COLUMNS; blank where not measured)
     <study>/runs/<run>/steps.csv   one row every log_every steps (step, epoch, train.COLUMNS)
     <study>/runs/<run>/grids/epoch_NNN.png   the fixed-latent grid after each epoch (0 = untrained)
-    <study>/weights/generator-<variant>.pt   optional: the lowest-SWD study run's generator of each
-                                   variant, in fp16 (catgan/weightsfile.py)
+    <study>/weights/generator-<arm>.pt   optional: the lowest-SWD study run's generator of each
+                                   arm, in fp16 (catgan/weightsfile.py)
 
-``kind`` is ``study`` (a variant x seed run of the comparison), ``saturating`` (the same training
+``kind`` is ``study`` (an arm x seed run of the comparison), ``saturating`` (the same training
 with the saturating G loss, for the loss question) or ``course`` (the course's own loop, for parity).
 The local study command exports MLflow runs into this layout; the GPU study writes it directly,
 packs all but the weights into one archive and writes each weights file beside it, as
-``<archive stem>.generator-<variant>.pt``: ``unpack`` puts them back under weights/.
+``<archive stem>.generator-<arm>.pt``: ``unpack`` puts them back under weights/.
 
-Format 1 (before provenance and weights) is still read; its page says what it lacks.
+Format 1 (before provenance and weights) and 2 (before arms: runs name only their variant, and
+weights files their variant) are still read: a run without an arm is its variant's course arm,
+``course-<variant>``. A format 1 page says what it lacks.
 """
 from __future__ import annotations
 
@@ -28,12 +31,13 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from catgan.arms import of_run
 from catgan.errors import UserError
 from catgan.fileio import atomic_dir, write_json
 
 KINDS = ("study", "saturating", "course")
-FORMAT = 2
-READABLE = (1, 2)
+FORMAT = 3
+READABLE = (1, 2, 3)
 WEIGHTS = "weights"
 
 
@@ -73,7 +77,8 @@ def write_run_meta(run_dir: Path, meta: dict) -> None:
 
 
 def load_study(root: Path) -> tuple[dict, list[Run]]:
-    """study.json and every run under ``root/runs``, sorted by kind, variant and seed."""
+    """study.json and every run under ``root/runs``, sorted by kind, arm and seed; each run's meta
+    has its ``arm`` (``course-<variant>`` for runs from before arms)."""
     path = root / "study.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -88,16 +93,19 @@ def load_study(root: Path) -> tuple[dict, list[Run]]:
     runs = [Run(run, json.loads((run / "run.json").read_text(encoding="utf-8")),
                 read_csv(run / "history.csv"), read_csv(run / "steps.csv"))
             for run in sorted(p.parent for p in (root / "runs").glob("*/run.json"))]
-    runs.sort(key=lambda r: (KINDS.index(r.meta["kind"]), r.meta["variant"], r.meta["seed"]))
+    for run in runs:
+        run.meta["arm"] = of_run(run.meta)
+    runs.sort(key=lambda r: (KINDS.index(r.meta["kind"]), r.meta["arm"], r.meta["seed"]))
     return info, runs
 
 
-def weights_name(variant: str) -> str:
-    return f"generator-{variant}.pt"
+def weights_name(arm: str) -> str:
+    return f"generator-{arm}.pt"
 
 
 def weights(root: Path) -> dict[str, Path]:
-    """Variant -> its generator file under ``root/weights``; empty when none came with the study."""
+    """Arm (a variant, before format 3) -> its generator file under ``root/weights``; empty when
+    none came with the study."""
     return {p.name.removeprefix("generator-").removesuffix(".pt"): p
             for p in sorted((root / WEIGHTS).glob(weights_name("*")))}
 
@@ -108,7 +116,7 @@ def archive_stem(archive: Path) -> str:
 
 
 def weights_beside(archive: Path) -> dict[str, Path]:
-    """Variant -> the generator file written beside ``archive`` (``<stem>.generator-<variant>.pt``)."""
+    """Arm -> the generator file written beside ``archive`` (``<stem>.generator-<arm>.pt``)."""
     prefix = f"{archive_stem(archive)}."
     return {p.name.removeprefix(prefix + "generator-").removesuffix(".pt"): p
             for p in sorted(Path(archive).parent.glob(prefix + weights_name("*")))}

@@ -12,6 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from catgan import arms
 from catgan.fileio import atomic_dir, write_bytes
 from catgan.outputs import COLUMNS, EPOCH_KEY, HISTORY_COLUMNS, STEP_KEY, write_csv
 from catgan.studydir import write_run_meta, write_study
@@ -66,12 +67,19 @@ def _export_run(client, run, run_dir: Path) -> None:
         write_run_meta(tmp, {
             "kind": "saturating" if params.get("train.g_loss") == "saturating" else "study",
             "variant": params["model.variant"], "seed": int(params["train.seed"]),
+            **_arm(params),
             "g_loss": params.get("train.g_loss"), "epochs": epochs,
             "steps": epochs * per_epoch, "batch_size": batch,
             "images_seen": epochs * min(images, per_epoch * batch),
             "wall_s": ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,
             "device": tags.get("device", "unknown"), "eval": _eval(run.data.metrics),
             "mlflow_run_id": run_id, "dvc_exp_name": tags.get("dvc_exp_name", "")})
+
+
+def _arm(params: dict) -> dict:
+    """The run's arm and its overrides; a run from before arms is its variant's course arm."""
+    arm = arms.get(params.get("tracking.arm") or arms.COURSE + params["model.variant"])
+    return {"arm": arm.name, "overrides": arm.overrides}
 
 
 def _rows(client, run_id: str, columns, key: str, prefix: str = "") -> list[dict]:

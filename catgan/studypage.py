@@ -1,4 +1,5 @@
-"""The study page: does the fused DCGAN beat the baseline over seeds? One self-contained HTML file.
+"""The study page: which arm (catgan/arms.py) draws the better cats, over seeds? One self-contained
+HTML file; each arm against each earlier one.
 
 Built from a study folder (catgan.studydir); every figure and video is inlined.
 """
@@ -14,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-from catgan import provenance, studysamples
+from catgan import arms, provenance, studysamples
 from catgan.compare import render, stats
 from catgan.compare.runs import Record
 from catgan.config import flat_numbers
@@ -31,7 +32,7 @@ METRICS = ("eval.swd.*", "eval.diversity.*", "eval.scores.*")
 KEY_METRIC, DIVERSITY = "eval.swd.swd_avg", "eval.diversity.diversity_ratio"
 LABEL_W, LABEL_H, GAP, FONT_SIZE = 72, 24, 4, 14  # the grids composite's label bands
 DPI, FPS = 110, 4
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f")
 LABELS = {"diversity_ratio": "diversity ratio", "diversity_fake": "diversity, fakes",
           "diversity_real": "diversity, reals", "real": "D(real)", "fake": "D(G(z))"}
 
@@ -43,15 +44,16 @@ def build_page(study_dir: Path, out_html: Path, figures_dir: Path | None = None)
     kinds = {kind: [r for r in runs if r.meta["kind"] == kind] for kind in KINDS}
     if not kinds["study"]:
         raise UserError(f"{study_dir / 'runs'}: no run of kind 'study'; run the study first")
-    summary = study_summary(kinds["study"])
-    groups = {v: [r for r in kinds["study"] if r.meta["variant"] == v] for v in summary.variants}
+    summaries = study_summaries(kinds["study"])
+    order = arms.ordered({r.meta["arm"] for r in kinds["study"]})
+    groups = {a: [r for r in kinds["study"] if r.meta["arm"] == a] for a in order}
     with tempfile.TemporaryDirectory() as tmp:
         figs = Path(figures_dir) if figures_dir else Path(tmp)
-        title = f"Study {info.get('name', study_dir.name)}: {' vs '.join(summary.variants)}"
+        title = f"Study {info.get('name', study_dir.name)}: {' vs '.join(order)}"
         write_page(out_html, title, [
             ("budget", "Budget", _budget(info, runs)),
-            ("compare", f"{summary.variants[1]} vs {summary.variants[0]} over seeds",
-             _compare_table(summary)),
+            ("compare", "The arms over seeds, each against each earlier one",
+             "".join(_compare_table(s) for s in summaries)),
             ("swd", "SWD over epochs", _swd_figure(groups, figs / "swd_epochs.png")),
             ("curves", "Losses and D scores", _curves_figure(groups, figs / "curves.png")),
             ("grids", "Final fixed-latent grids", _grids(groups, figs / "grids.png")),
@@ -62,16 +64,22 @@ def build_page(study_dir: Path, out_html: Path, figures_dir: Path | None = None)
              studysamples.section(study_dir, info, runs, figs)),
             ("provenance", "Provenance", _provenance(info, runs)),
             ("reproduce", "How to reproduce", _reproduce(info)),
-        ], lead=_verdict(summary) + _missing(info, study_dir))
+        ], lead="".join(map(_verdict, summaries)) + _missing(info, study_dir))
     return out_html
 
 
-def study_summary(runs: list[Run]) -> stats.Summary:
-    """catgan compare's statistics over the study runs' final eval metrics."""
-    records = [Record(r.name, r.meta["variant"], r.meta["seed"],
+def study_summaries(runs: list[Run]) -> list[stats.Summary]:
+    """catgan compare's statistics over the study runs' final eval metrics, one per pair of arms:
+    each arm against each earlier one (fused - baseline, modern - baseline, modern - fused)."""
+    records = [Record(r.name, r.meta["arm"], r.meta["seed"],
                       flat_numbers(r.meta.get("eval") or {}, "eval."))
                for r in runs]
-    return stats.summarize(records, confidence=CONFIDENCE, metrics=METRICS)
+    order = arms.ordered({r.variant for r in records})
+    if len(order) < 2:
+        raise UserError(f"study runs of {len(order)} arm ({', '.join(order)}): a study compares "
+                        "at least two; run it with two arms or more (--arms)")
+    return [stats.summarize(records, confidence=CONFIDENCE, metrics=METRICS, variants=(a, b))
+            for j, b in enumerate(order) for a in order[:j]]
 
 
 def g_loss_gradient(logits: torch.Tensor, kind: str) -> torch.Tensor:
@@ -122,17 +130,17 @@ def _side(interval: tuple[float, float] | None) -> int | None:
 
 
 def _verdict(summary: stats.Summary) -> str:
-    a, b = summary.variants
+    a, b = map(arms.label, summary.variants)
     rows = {row.metric: row for row in summary.rows}
     row = rows.get(KEY_METRIC)
     if row is None:
         return f"<p><strong>No verdict:</strong> no run has {KEY_METRIC}.</p>"
     sa, sb = row.stats
-    claim = {None: f"{b} cannot be judged against {a} (an interval needs 2 seeds per variant)",
+    claim = {None: f"{b} cannot be judged against {a} (an interval needs 2 seeds per arm)",
              -1: f"{b} is better than {a}", 1: f"{b} is worse than {a}",
              0: f"{b} is not distinguishable from {a}"}[_side(row.interval)]
     seeds = str(sa.n) if sa.n == sb.n else f"{sa.n} and {sb.n}"
-    text = (f"{claim} at {summary.confidence:.0%} with {seeds} seeds per variant, on the "
+    text = (f"{claim} at {summary.confidence:.0%} with {seeds} seeds per arm, on the "
             f"sliced Wasserstein distance to the real images (SWD x1e3, lower is better): {b} "
             f"{sb.mean:.1f}, {a} {sa.mean:.1f}, difference {row.difference:+.1f} "
             f"{_span(KEY_METRIC, row.interval)}.")
@@ -140,20 +148,20 @@ def _verdict(summary: stats.Summary) -> str:
     if div:
         text += (f" Diversity ratio (the fakes' spread over the reals', best toward 1): {a} "
                  f"{div.stats[0].mean:.3f}, {b} {div.stats[1].mean:.3f}; {div.verdict}.")
-    return f'<p class="verdict"><strong>Verdict:</strong> {escape(text)}</p>'
+    return f'<p class="verdict"><strong>{escape(b)} vs {escape(a)}:</strong> {escape(text)}</p>'
 
 
 def _budget(info: dict, runs: list[Run]) -> str:
     groups: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
-        groups.setdefault((run.meta["kind"], run.meta["variant"]), []).append(run.meta)
-    rows = [[kind, variant, str(len(ms)), ", ".join(sorted({str(m.get("epochs")) for m in ms})),
+        groups.setdefault((run.meta["kind"], arms.label(run.meta["arm"])), []).append(run.meta)
+    rows = [[kind, arm, str(len(ms)), ", ".join(sorted({str(m.get("epochs")) for m in ms})),
              f"{sum(m.get('steps', 0) for m in ms):,}",
              f"{sum(m.get('images_seen', 0) for m in ms):,}",
              f"{statistics.fmean(m.get('wall_s', 0) for m in ms) / 60:.1f} min",
              ", ".join(sorted({str(m.get("device")) for m in ms}))]
-            for (kind, variant), ms in groups.items()]
-    table = _table(["kind", "variant", "runs", "epochs per run", "steps, all runs",
+            for (kind, arm), ms in groups.items()]
+    table = _table(["kind", "arm", "runs", "epochs per run", "steps, all runs",
                     "images seen, all runs", "mean wall time", "device"], rows, text_cols=2)
     data = info.get("data") or {}
     return (table + f"<p>Data: {data.get('images', 0):,} images from "
@@ -163,7 +171,7 @@ def _budget(info: dict, runs: list[Run]) -> str:
 
 
 def _compare_table(summary: stats.Summary) -> str:
-    a, b = summary.variants
+    a, b = map(arms.label, summary.variants)
     pct = f"{summary.confidence:.0%}"
     rows = []
     for row in summary.rows:
@@ -177,7 +185,7 @@ def _compare_table(summary: stats.Summary) -> str:
     head = ["metric", *(["mean", "sd", f"{pct} interval"] * 2), f"{b} − {a} [Welch {pct}]",
             "verdict"]
     groups = [("", 1), (a, 3), (b, 3), ("", 2)]
-    return _table(head, rows, groups=groups) + (
+    return f"<h3>{escape(b)} vs {escape(a)}</h3>" + _table(head, rows, groups=groups) + (
         f"<p>{len(summary.runs)} study runs. sd: the seed-to-seed standard deviation; intervals: "
         f"Student t over seeds, Welch t for the difference; identical: the same value in every "
         f"seed. SWD is x1e3, lower is better; the diversity ratio is best toward 1; D(real) and "
@@ -200,7 +208,7 @@ def _missing(info: dict, study_dir: Path) -> str:
     if not info.get("provenance"):
         lacks.append("no provenance (commit or code hash, versions, command line, wall time)")
     if not weights(study_dir):
-        lacks.append("no generator weights (<archive>.generator-<variant>.pt beside its archive), "
+        lacks.append("no generator weights (<archive>.generator-<arm>.pt beside its archive), "
                      "so no samples")
     if not lacks:
         return ""
@@ -270,15 +278,15 @@ def _plot_mean(ax, runs: list[Run], key: str, **style) -> list[tuple[float, stat
 
 def _swd_figure(groups: dict[str, list[Run]], path: Path) -> str:
     fig, ax = _axes()
-    for color, (variant, runs) in zip(COLORS, groups.items()):
+    for color, (arm, runs) in zip(COLORS, groups.items()):
         for run in runs:
             _plot_mean(ax, [run], "swd_avg", color=color, alpha=0.25, linewidth=0.8)
         per_epoch = _plot_mean(ax, runs, "swd_avg", color=color, marker="o", markersize=3,
-                               linewidth=2, label=f"{variant}: mean of {len(runs)} seeds")
+                               linewidth=2, label=f"{arm}: mean of {len(runs)} seeds")
         band = [(e, s.ci) for e, s in per_epoch if s.ci]
         if band:
             ax.fill_between([e for e, _ in band], [c[0] for _, c in band], [c[1] for _, c in band],
-                            color=color, alpha=0.2, label=f"{variant}: {CONFIDENCE:.0%} t interval")
+                            color=color, alpha=0.2, label=f"{arm}: {CONFIDENCE:.0%} t interval")
     ax.set(xlabel="epoch", ylabel="SWD x1e3 (lower is better)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _save(fig, path)
@@ -290,9 +298,9 @@ def _curves_figure(groups: dict[str, list[Run]], path: Path) -> str:
     panels = [("loss", [("loss_d", "D loss"), ("loss_g", "G loss")]),
               ("mean sigmoid(D)", [("real_score", "D(real)"), ("fake_score", "D(G(z))")])]
     for ax, (ylabel, series) in zip(axes, panels):
-        for color, (variant, runs) in zip(COLORS, groups.items()):
+        for color, (arm, runs) in zip(COLORS, groups.items()):
             for (key, label), style in zip(series, ("-", "--")):
-                _plot_mean(ax, runs, key, color=color, linestyle=style, label=f"{variant} {label}")
+                _plot_mean(ax, runs, key, color=color, linestyle=style, label=f"{arm} {label}")
         ax.set(xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _save(fig, path)
@@ -312,11 +320,11 @@ def _q1(kinds: dict[str, list[Run]], figs: Path) -> str:
     sat = next(iter(kinds["saturating"]), None)
     if sat is None:
         return html + "<p>The saturating run is missing, so only the theory is shown.</p>"
-    twin = next((r for r in kinds["study"] if (r.meta["variant"], r.meta["seed"])
-                 == (sat.meta["variant"], sat.meta["seed"])), None)
+    twin = next((r for r in kinds["study"] if (r.meta["arm"], r.meta["seed"])
+                 == (sat.meta["arm"], sat.meta["seed"])), None)
     if twin is None or not (sat.steps and twin.steps):
         return html + (f"<p>The saturating run {escape(sat.name)} has no study run of the same "
-                       "variant and seed, or no step log, to compare with.</p>")
+                       "arm and seed, or no step log, to compare with.</p>")
     return html + _q1_measured(sat, twin, figs)
 
 
@@ -333,7 +341,7 @@ def _q1_measured(sat: Run, twin: Run, figs: Path) -> str:
                 label=label)
     ax.set(xlabel="step", ylabel="G gradient norm", yscale="log")
     _save(fig, figs / "q1_gradnorm.png")
-    where = f"{sat.meta['variant']} seed {sat.meta['seed']}, epochs up to {last:g}"
+    where = f"{sat.meta['arm']} seed {sat.meta['seed']}, epochs up to {last:g}"
     text = "; ".join(f"{k} {v:.3g}" for k, v in medians.items())
     html = (figure(figs / "q1_gradnorm.png", f"G's gradient norm per logged step ({where}).")
             + f"<p>Measured median G gradient norm ({escape(where)}): {escape(text)}.</p>")
@@ -359,7 +367,7 @@ def _parity(groups: dict[str, list[Run]], course: list[Run], figs: Path) -> str:
              1: "the pipeline is better beyond the noise", 0: "no difference beyond the noise"}
     rows = []
     for x, variant in enumerate(variants):
-        sides = (_swd_stat(groups.get(variant, [])),
+        sides = (_swd_stat(groups.get(arms.COURSE + variant, [])),
                  _swd_stat([r for r in course if r.meta["variant"] == variant]))
         for k, (name, s) in enumerate(zip(("pipeline", "course"), sides)):
             if s:
@@ -420,7 +428,7 @@ def _composite(cells: list[list[Path | None]], rows: list[str], cols: list[str],
 
 def _grids(groups: dict[str, list[Run]], path: Path) -> str:
     seeds = sorted({r.meta["seed"] for runs in groups.values() for r in runs})
-    last = {(r.meta["variant"], r.meta["seed"]): r.grids[-1] for runs in groups.values()
+    last = {(r.meta["arm"], r.meta["seed"]): r.grids[-1] for runs in groups.values()
             for r in runs if r.grids}
     made = _composite([[last.get((v, s)) for v in groups] for s in seeds],
                       [f"seed {s}" for s in seeds], list(groups), path)
@@ -447,11 +455,11 @@ def _progress(frames: list[Path], stem: Path) -> tuple[str, str]:
 
 def _videos(groups: dict[str, list[Run]], tmp: Path) -> str:
     blocks = []
-    for variant, runs in groups.items():
+    for arm, runs in groups.items():
         run = runs[0]  # the lowest seed: load_study sorts by seed
         if run.grids:
-            media, how = _progress(run.grids, tmp / variant)
-            caption = (f"{variant}, seed {run.meta['seed']}: the fixed latent batch after each of "
+            media, how = _progress(run.grids, tmp / arm)
+            caption = (f"{arm}, seed {run.meta['seed']}: the fixed latent batch after each of "
                        f"{len(run.grids) - 1} epochs (epoch 0 is untrained); {how}.")
             blocks.append(f"<figure>{media}<figcaption>{escape(caption)}</figcaption></figure>")
     return side_by_side(blocks) or "<p>No grids saved.</p>"
@@ -461,6 +469,7 @@ def publish(study_dir: Path) -> Path:
     """``study_dir``'s page and figures beside it, the compare table printed, the page's path last."""
     page = build_page(study_dir, study_dir / "study.html", figures_dir=study_dir / "figures")
     runs = [r for r in load_study(study_dir)[1] if r.meta["kind"] == "study"]
-    print(render.render_text(study_summary(runs)))
+    for summary in study_summaries(runs):
+        print(render.render_text(summary))
     print(f"study page: {page}")
     return page

@@ -38,7 +38,7 @@ def read(path: Path) -> tuple[dict, dict]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: not found; pass a generator file the GPU study wrote "
-                        "(<archive>.generator-<variant>.pt)") from None
+                        "(<archive>.generator-<arm>.pt)") from None
     except pickle.UnpicklingError:
         raise UserError(f"{path}: holds pickled objects, not only weights; refusing to load it") \
             from None

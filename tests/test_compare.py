@@ -165,6 +165,16 @@ def test_exp_show_rerun_of_a_seed_keeps_the_newest():
     assert [r.name for r in records if r.variant == "baseline"] == ["pending"]
 
 
+def test_exp_show_runs_of_a_study_arm_are_grouped_by_their_arm():
+    data = json.loads(SAMPLE.read_text())
+    for exp in data[1]["experiments"]:
+        if exp["name"].startswith("fused"):
+            exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["tracking"] = {"arm": "modern"}
+    groups = {r.name: r.variant for r in exp_records(data)}
+    assert groups == {"base-s0": "baseline", "pending": "baseline", "fused-s0": "modern",
+                      "fused-s1": "modern"}
+
+
 def test_exp_show_running_experiment_is_left_out_even_with_metrics(caplog):
     caplog.set_level("INFO")
     data = json.loads(SAMPLE.read_text())

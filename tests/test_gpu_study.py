@@ -22,7 +22,7 @@ from catgan.config import parse_params
 from catgan.data.archive import safe_extract_zip
 from catgan.data.preprocess import preprocess
 from catgan.errors import UserError
-from catgan import cli, provenance, studydir, weightsfile
+from catgan import arms, cli, provenance, studydir, weightsfile
 from catgan.studydir import load_study
 from imagefactory import noise, png_bytes
 
@@ -43,9 +43,10 @@ for name in {missing!r}:
 sys.argv = ["gpu_study", *{args!r}]
 runpy.run_module("benchmarks.gpu_study", run_name="__main__", alter_sys=True)
 """
-EXPECTED = {"study-baseline-seed0", "study-fused-seed0", "study-baseline-seed1", "study-fused-seed1",
-            "saturating-baseline-seed0", "course-baseline-seed0", "course-fused-seed0",
-            "course-baseline-seed1", "course-fused-seed1"}
+EXPECTED = {"study-course-baseline-seed0", "study-course-fused-seed0", "study-modern-seed0",
+            "study-course-baseline-seed1", "study-course-fused-seed1", "study-modern-seed1",
+            "saturating-course-baseline-seed0", "course-course-baseline-seed0",
+            "course-course-fused-seed0", "course-course-baseline-seed1", "course-course-fused-seed1"}
 
 
 def write_zip(path: Path, count: int = 24) -> Path:
@@ -63,7 +64,8 @@ def run_cli(*args: str, missing: tuple[str, ...] = ()) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """One tiny study: 2 variants x 2 seeds, the saturating run and 4 course runs, in one process
+    """One tiny study: 3 arms (the default) x 2 seeds, the saturating run and 4 course runs (the
+    course arms'), in one process
     where PyYAML, MLflow, DVC, torchvision and tqdm cannot be imported."""
     tmp = tmp_path_factory.mktemp("gpu_study")
     data = write_zip(tmp / "cats.zip")
@@ -105,10 +107,17 @@ def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
         else:
             assert run.history[0]["swd_avg"] > 0, run.name
     assert {r.meta["g_loss"] for r in runs if r.meta["kind"] == "saturating"} == {"saturating"}
+    for run in runs:  # each run records its arm, and trained with the arm's overrides
+        assert run.meta["overrides"] == arms.get(run.meta["arm"]).overrides, run.name
+    modern = [r.meta["params"] for r in runs if r.meta["arm"] == "modern"]
+    assert len(modern) == 2 and all(p["train.loss"] == "ralsgan" and p["model.spectral_norm"]
+                                    and p["train.ema"] == 0.999 for p in modern)
+    assert {r.meta["arm"] for r in runs if r.meta["kind"] == "course"} == {"course-baseline",
+                                                                          "course-fused"}
 
     # Made by this tree's code, named by its content hash (and its commit where it is a checkout).
     made_by = info["provenance"]
-    assert info["format"] == studydir.FORMAT == 2
+    assert info["format"] == studydir.FORMAT == 3
     assert made_by["code"]["content_hash"] == provenance.content_hash()
     assert {run.meta["code"] for run in runs} == {made_by["code"]["content_hash"]}
     assert made_by["command"].startswith("python -m benchmarks.gpu_study --data ")
@@ -117,23 +126,23 @@ def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_lowest_swd_generator_of_each_variant_comes_back_beside_the_archive(study):
+def test_the_lowest_swd_generator_of_each_arm_comes_back_beside_the_archive(study):
     _, out, stdout = study
     with tarfile.open(out / "study.tar.gz") as tar:
         names = tar.getnames()
     assert not [n for n in names if n.endswith(".pt") or "/weights" in n]  # files of their own
     _, runs = load_study(out / "study")
-    for variant in ("baseline", "fused"):
-        path = out / f"study.generator-{variant}.pt"
+    for arm in arms.DEFAULT:
+        path = out / f"study.generator-{arm}.pt"
         assert 0 < path.stat().st_size <= weightsfile.LIMIT
         assert f"generator {path}: " in stdout
         info, _ = weightsfile.read(path)
-        mine = [r for r in runs if (r.meta["kind"], r.meta["variant"]) == ("study", variant)]
+        mine = [r for r in runs if (r.meta["kind"], r.meta["arm"]) == ("study", arm)]
         best = min(mine, key=lambda r: r.meta["eval"]["swd"]["swd_avg"])
-        assert (info["variant"], info["run"], info["swd_avg"]) == \
-            (variant, best.name, best.meta["eval"]["swd"]["swd_avg"])
+        assert (info["arm"], info["run"], info["swd_avg"]) == \
+            (arm, best.name, best.meta["eval"]["swd"]["swd_avg"])
         assert info["data_hash"] == load_study(out / "study")[0]["data"]["content_hash"]
-    assert not (out / "study.generator-saturating.pt").exists()
+    assert len(list(out.glob("study.generator-*.pt"))) == 3
 
 
 @pytest.mark.slow
@@ -151,23 +160,27 @@ def test_the_page_is_built_from_the_archive_and_the_generators_beside_it(study, 
     text = html.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "Parity with the course loop" in text
     assert sorted(p.name for p in (html.parent / "weights").iterdir()) == [
-        "generator-baseline.pt", "generator-fused.pt"]
+        "generator-course-baseline.pt", "generator-course-fused.pt", "generator-modern.pt"]
     samples = re.search(r'<section id="samples">(.*?)</section>', text, re.S).group(1)
-    assert "<h3>baseline</h3>" in samples and "<h3>fused</h3>" in samples
+    assert all(f"<h3>{arm}</h3>" in samples for arm in arms.DEFAULT)
+    compare = re.search(r'<section id="compare">(.*?)</section>', text, re.S).group(1)
+    assert re.findall(r"<h3>(.*?)</h3>", compare) == [
+        "course-fused vs course-baseline", "modern vs course-baseline", "modern vs course-fused"]
+    assert text.count('<p class="verdict">') == 3
     assert 'id="provenance"' in text and 'class="missing"' not in text
 
 
 @pytest.mark.slow
 def test_a_second_call_skips_the_finished_runs_and_redoes_a_lost_one(study):
     data, out, _ = study
-    shutil.rmtree(out / "study" / "runs" / "course-fused-seed1")  # as if killed before it ended
+    shutil.rmtree(out / "study" / "runs" / "course-course-fused-seed1")  # as if killed before it ended
     before = {p: p.stat().st_mtime_ns for p in (out / "study" / "runs").glob("*/run.json")}
     proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     skipped = {line.split()[1].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("skip")}
-    assert skipped == EXPECTED - {"course-fused-seed1"} and "for 1 runs" in proc.stdout
+    assert skipped == EXPECTED - {"course-course-fused-seed1"} and "for 1 runs" in proc.stdout
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert (out / "study" / "runs" / "course-fused-seed1" / "run.json").is_file()
+    assert (out / "study" / "runs" / "course-course-fused-seed1" / "run.json").is_file()
 
 
 def test_one_wave_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, monkeypatch):
@@ -176,12 +189,12 @@ def test_one_wave_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, m
     raw, _ = gpu_study.base_params(args)
     data = {"images": 24, "content_hash": "h"}
     jobs = gpu_study.plan(args, raw, tmp_path / "x.npy", data, tmp_path, "code")
-    assert len(jobs) == 13  # 2 variants x 3 seeds, the saturating run, 6 course runs
+    assert len(jobs) == 16  # 3 arms x 3 seeds, the saturating run, 6 course runs (2 course arms)
 
     parallel, wave = gpu_study.one_wave(jobs, args, torch.device("cuda"))
-    assert parallel == 13 and {j.name for j in wave} == {j.name for j in jobs}
-    assert [j.kind for j in wave] == ["course"] * 6 + ["study"] * 6 + ["saturating"]
-    assert {j.params["train"]["threads"] for j in wave} == {1}  # 16 cores over 13 runs
+    assert parallel == 16 and {j.name for j in wave} == {j.name for j in jobs}
+    assert [j.kind for j in wave] == ["course"] * 6 + ["study"] * 9 + ["saturating"]
+    assert {j.params["train"]["threads"] for j in wave} == {1}  # 16 cores over 16 runs
     # a kind with no measured time yet (a third arm's) is taken as the longest
     odd = dataclasses.replace(jobs[0], kind="new")
     assert gpu_study.one_wave([*jobs, odd], args, torch.device("cuda"))[1][0].kind == "new"
@@ -205,7 +218,7 @@ def test_runs_in_child_processes_with_parallel(tmp_path):
                      "--no-saturating", "--parallel", "2", *TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _, runs = load_study(tmp_path / "out" / "study")
-    assert {run.name for run in runs} == {"study-fused-seed0", "course-fused-seed0"}
+    assert {run.name for run in runs} == {"study-course-fused-seed0", "course-course-fused-seed0"}
 
 
 def test_the_study_imports_without_what_the_gpu_machine_lacks():
@@ -223,7 +236,7 @@ def test_a_spent_budget_starts_no_run_and_other_params_are_not_resumed(tmp_path)
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--budget-s", "1e-9",
                      *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "budget spent: 5 runs not started" in proc.stdout
+    assert "budget spent: 6 runs not started" in proc.stdout
     with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
         assert "study/study.json" in tar.getnames()
 
@@ -240,8 +253,9 @@ def test_runs_still_going_at_the_time_limit_are_stopped_and_the_rest_packed(tmp_
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
                    "--no-saturating", "--parallel", "2", "--stop-s", "0.5", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "stop  course-fused-seed0: the time limit (--stop-s) came first" in proc.stdout
-    assert "time limit: 2 runs stopped (course-fused-seed0, study-fused-seed0)" in proc.stdout
+    assert "stop  course-course-fused-seed0: the time limit (--stop-s) came first" in proc.stdout
+    assert ("time limit: 2 runs stopped (course-course-fused-seed0, study-course-fused-seed0)"
+            in proc.stdout)
     with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
         names = tar.getnames()
     assert "study/study.json" in names and not any(n.startswith("study/runs/") for n in names)
@@ -254,11 +268,11 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
                    "--no-saturating", *TINY, "-S", "train.batch_size=16")
     assert proc.returncode == 1
-    assert "FAILED course-fused-seed0: fewer images than one batch of 16" in proc.stdout
-    assert "FAILED: course-fused-seed0" in proc.stderr
+    assert "FAILED course-course-fused-seed0: fewer images than one batch of 16" in proc.stdout
+    assert "FAILED: course-course-fused-seed0" in proc.stderr
     with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
         names = tar.getnames()
-    assert "study/runs/study-fused-seed0/run.json" in names
+    assert "study/runs/study-course-fused-seed0/run.json" in names
     assert not any(name.startswith("study/runs/course") for name in names)
 
 
@@ -319,6 +333,10 @@ def test_overrides_are_typed_and_keys_the_study_sets_are_refused():
         gpu_study.parse_overrides(["train.seed=3"])
     with pytest.raises(UserError, match="KEY=VALUE"):
         gpu_study.parse_overrides(["train.batch_size"])
+    with pytest.raises(UserError, match="arm modern sets it"):
+        gpu_study.parse_overrides(["train.ema=0.9"], ["course-baseline", "modern"])
+    assert gpu_study.parse_overrides(["train.ema=0.9"], ["course-baseline"]) == {
+        "train": {"ema": 0.9}}
 
 
 def test_grid_epochs_keep_the_last_and_spread_the_rest():

@@ -9,13 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from catgan import arms
 from conftest import BIN, TINY, clone_project, env, merge, sh
 
 pytestmark = pytest.mark.slow
 
 SETTINGS = merge(TINY, {"model": {"variant": "baseline"}, "train": {"epochs": 2},
                         "tracking": {"enabled": True}})
-STUDY = [str(BIN / "catgan"), "study", "--name", "tiny", "--seeds", "0", "1"]
+# The course baseline and the modern recipe: its comma-separated augment must reach the run as one
+# value through DVC's -S.
+STUDY = [str(BIN / "catgan"), "study", "--name", "tiny", "--seeds", "0", "1", "--arms",
+         "course-baseline", "modern"]
 
 
 def runs_of(project: Path, study: str) -> list:
@@ -50,14 +54,19 @@ def interrupted_then_resumed(project: Path) -> tuple[str, str]:
 def test_study_runs_each_variant_and_seed_once_as_children_of_one_parent(project,
                                                                          interrupted_then_resumed):
     first, second = interrupted_then_resumed
-    assert "study: queued tiny-baseline-s0" in first and "study: queued" not in second
+    assert "study: queued tiny-course-baseline-s0" in first and "study: queued" not in second
     runs = runs_of(project, "tiny")
     parents = [r for r in runs if r.data.tags.get("catgan.role") == "study"]
     children = [r for r in runs if r not in parents]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     names = sorted(r.data.tags["dvc_exp_name"] for r in children)
-    assert names == ["tiny-baseline-s0", "tiny-baseline-s1", "tiny-fused-s0", "tiny-fused-s1",
-                     "tiny-saturating-baseline-s0"]
+    assert names == ["tiny-course-baseline-s0", "tiny-course-baseline-s1", "tiny-modern-s0",
+                     "tiny-modern-s1", "tiny-saturating-course-baseline-s0"]
+    for run in children:
+        modern = run.data.tags["dvc_exp_name"].startswith("tiny-modern")
+        assert run.data.tags["catgan.arm"] == ("modern" if modern else "course-baseline")
+        assert run.data.params["train.augment"] == ("color,translation,cutout" if modern else "")
+        assert run.data.params["model.spectral_norm"] == str(modern)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in children)
     assert {r.info.run_name for r in children} == set(names)
@@ -71,11 +80,13 @@ def test_study_folder_and_page_hold_every_run_with_per_epoch_quality(project,
     page = Path(second.strip().splitlines()[-1].removeprefix("study page: "))
     assert page == project / "studies" / "tiny" / "study.html" and page.is_file()
     html = page.read_text()
-    assert "fused" in html and "baseline" in html and "saturating" in html.lower()
+    assert "modern vs course-baseline" in html and "saturating" in html.lower()
     study = json.loads((page.parent / "study.json").read_text())
     assert study["data"]["images"] == 24 and study["data"]["content_hash"]
     for run_dir in (page.parent / "runs").iterdir():
         meta = json.loads((run_dir / "run.json").read_text())
+        assert meta["arm"] == ("modern" if "-modern-" in run_dir.name else "course-baseline")
+        assert meta["overrides"] == arms.get(meta["arm"]).overrides
         assert meta["epochs"] == 2 and meta["steps"] == 4 and meta["images_seen"] == 16
         assert meta["eval"]["swd"]["swd_avg"] > 0
         lines = (run_dir / "history.csv").read_text().splitlines()
@@ -101,7 +112,8 @@ def test_per_epoch_quality_reaches_mlflow_with_the_epoch_as_step(project, interr
 
 
 def test_study_refuses_an_override_of_what_it_sets_and_unknown_keys(project):
-    for bad, message in ((["-S", "model.variant=fused"], "use --variants"),
+    for bad, message in ((["-S", "model.variant=fused"], "arm course-baseline sets it"),
+                         (["--arms", "postmodern"], "known arms: course-baseline"),
                          (["-S", "train.nope=1"], "no such key"),
                          (["--name", "x' or 1=1"], "--name: tracking.study")):
         proc = subprocess.run([*STUDY, *bad], cwd=project, env=env(), capture_output=True,

@@ -40,12 +40,13 @@ def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
 
 
 def add_run(root: Path, name: str, *, kind: str, variant: str, seed: int, swd: float,
-            grad: float, rng: np.random.Generator) -> None:
+            grad: float, rng: np.random.Generator, arm: str | None = None) -> None:
+    """A run as the GPU study writes it; without ``arm``, as before arms (format 2)."""
     run = root / "runs" / name
     v = 1.0 if variant == "fused" else 0.0
     (run / "grids").mkdir(parents=True)
     write_run_meta(run, {
-        "kind": kind, "variant": variant, "seed": seed,
+        "kind": kind, "variant": variant, "seed": seed, **({"arm": arm} if arm else {}),
         "g_loss": "saturating" if kind == "saturating" else "non_saturating",
         "epochs": EPOCHS, "steps": EPOCHS * STEPS_PER_EPOCH, "batch_size": 16,
         "images_seen": EPOCHS * STEPS_PER_EPOCH * 16, "wall_s": 30.0 + seed, "device": "cpu",
@@ -175,7 +176,7 @@ def test_a_metric_identical_in_every_seed_says_so_without_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         html = studypage.build_page(root, tmp_path / "p.html").read_text(encoding="utf-8")
-        summary = studypage.study_summary(load_study(root)[1])
+        summary, = studypage.study_summaries(load_study(root)[1])
         text = render_text(summary)
     row = re.search(r'<tr><td title="eval.diversity.diversity_real">.*?</tr>', section(html, "compare"))
     assert row and row.group(0).count("<td class=\"num\">identical</td>") == 2
@@ -185,15 +186,17 @@ def test_a_metric_identical_in_every_seed_says_so_without_a_warning(tmp_path):
 
 
 def test_verdict_follows_the_swd_difference(built, tmp_path):
-    assert "fused is better than baseline at 95% with 3 seeds per variant" in verdict(built[1])
+    assert ("course-fused is better than course-baseline at 95% with 3 seeds per arm"
+            in verdict(built[1]))
     assert "Diversity ratio" in verdict(built[1])
     root = make_study(tmp_path / "worse", fused_shift=+12.0, extras=False)
     worse = studypage.build_page(root, tmp_path / "worse.html").read_text(encoding="utf-8")
-    assert "fused is worse than baseline" in verdict(worse)
+    assert "course-fused is worse than course-baseline" in verdict(worse)
     assert "better than" not in verdict(worse)
     root = make_study(tmp_path / "same", fused_shift=0.0, extras=False)
     same = studypage.build_page(root, tmp_path / "same.html").read_text(encoding="utf-8")
-    assert "fused is not distinguishable from baseline at 95% with 3 seeds" in verdict(same)
+    assert "course-fused is not distinguishable from course-baseline at 95% with 3 seeds" in \
+        verdict(same)
 
 
 def test_figures_are_written_and_decode(built):
@@ -202,8 +205,12 @@ def test_figures_are_written_and_decode(built):
         with Image.open(figures / name) as image:
             image.load()
     with Image.open(figures / "grids.png") as grids:
-        # 3 seeds down, 2 variants across, one label band on top and one on the left
-        assert grids.size == (studypage.LABEL_W + 2 * (GRID_PX + studypage.GAP),
+        # 3 seeds down, 2 arms across, one label band on top and one on the left; a column is as
+        # wide as its grid or its label, whichever is wider
+        font = studypage.ImageFont.load_default(studypage.FONT_SIZE)
+        col = max(GRID_PX, int(font.getlength("course-baseline")) + studypage.GAP)
+        assert col > GRID_PX
+        assert grids.size == (studypage.LABEL_W + 2 * (col + studypage.GAP),
                               studypage.LABEL_H + 3 * (GRID_PX + studypage.GAP))
 
 
@@ -246,9 +253,9 @@ def test_parity_compares_course_with_pipeline(built):
 def test_study_without_saturating_or_course_runs(tmp_path):
     root = make_study(tmp_path / "study", extras=False)
     html = studypage.build_page(root, tmp_path / "p.html", tmp_path / "figs").read_text()
-    assert missing(html) == ("This study folder (format 2) has no provenance (commit or code "
+    assert missing(html) == ("This study folder (format 3) has no provenance (commit or code "
                              "hash, versions, command line, wall time) and no generator weights "
-                             "(&lt;archive&gt;.generator-&lt;variant&gt;.pt beside its archive), "
+                             "(&lt;archive&gt;.generator-&lt;arm&gt;.pt beside its archive), "
                              "so no samples.")
     assert 'id="samples"' not in html and 'id="provenance"' not in html
     assert "The saturating run is missing" in html
@@ -281,14 +288,14 @@ def missing(html: str) -> str:
 def test_the_returned_generators_samples_are_shown(built):
     root, html, figures = built
     samples = section(html, "samples")
-    assert "<h3>fused</h3>" in samples and "<h3>extra</h3>" not in samples
+    assert "<h3>course-fused</h3>" in samples and "<h3>extra</h3>" not in samples
     assert samples.count('src="data:image/png;base64,') == 1
     assert samples.count('src="data:image/gif;base64,') == 1
     swd = BASELINE_SWD[1] - 12.0 + JITTER[1]
-    assert f"fused: fused-1, eval SWD {swd:.1f}, the lowest of its 3 seeds" in samples
+    assert f"course-fused: fused-1, eval SWD {swd:.1f}, the lowest of its 3 seeds" in samples
     assert "Not shown, as they belong to another study: generator-extra.pt (run &#x27;fused-0&#x27;)" \
         in samples
-    with Image.open(figures / "samples_fused.png") as grid:
+    with Image.open(figures / "samples_course-fused.png") as grid:
         assert grid.size == (8 * 66 + 2, 8 * 66 + 2)  # 64 images of 64 px, 2 px apart
     # provenance is there and the fused generator came back: the baseline's weights are missing,
     # but one is enough for the section, and the line names only what is wholly absent
@@ -312,6 +319,8 @@ def test_an_old_format_study_builds_and_says_what_it_lacks_in_one_line(tmp_path)
     html = studypage.build_page(root, tmp_path / "p.html").read_text()
     line = missing(html)
     assert line.startswith("This study folder (format 1) has no provenance")
+    # its runs name only their variant: each is its variant's course arm
+    assert {r.meta["arm"] for r in load_study(root)[1]} == {"course-baseline", "course-fused"}
     assert "and no generator weights" in line
     assert verdict(html) and 'id="compare"' in html
 
@@ -319,6 +328,30 @@ def test_an_old_format_study_builds_and_says_what_it_lacks_in_one_line(tmp_path)
 def test_a_study_of_an_unknown_format_is_refused(tmp_path):
     root = make_study(tmp_path / "study", extras=False)
     info = json.loads((root / "study.json").read_text())
-    (root / "study.json").write_text(json.dumps({**info, "format": 3}))
-    with pytest.raises(UserError, match=r"study format 3, expected one of 1, 2"):
+    (root / "study.json").write_text(json.dumps({**info, "format": 4}))
+    with pytest.raises(UserError, match=r"study format 4, expected one of 1, 2, 3"):
         studypage.build_page(root, tmp_path / "p.html")
+
+
+def test_three_arms_and_an_ablation_each_against_each_earlier_one(tmp_path):
+    """Arms as the study records them since format 3, beside format 2's variant-only runs."""
+    root = make_study(tmp_path / "study", extras=False)
+    rng = np.random.default_rng(1)
+    for arm, shift, seeds in (("modern", -25.0, (0, 1, 2)), ("ablate-ema", -5.0, (0, 1))):
+        for seed in seeds:
+            add_run(root, f"{arm}-{seed}", kind="study", variant="baseline", seed=seed,
+                    swd=BASELINE_SWD[seed] + shift + JITTER[seed], grad=2.0, rng=rng, arm=arm)
+    html = studypage.build_page(root, tmp_path / "p.html").read_text(encoding="utf-8")
+    compare = section(html, "compare")
+    pairs = re.findall(r"<h3>(.*?) vs (.*?)</h3>", compare)
+    order = ["course-baseline", "course-fused", "modern", "ablate-ema (ablation)"]
+    assert pairs == [(b, a) for j, b in enumerate(order) for a in order[:j]]
+    lines = re.findall(r'<p class="verdict"><strong>(.*?)</strong> (.*?)</p>', html, re.S)
+    assert [head for head, _ in lines] == [f"{b} vs {a}:" for b, a in pairs]
+    words = dict(lines)
+    assert words["modern vs course-baseline:"].startswith(
+        "modern is better than course-baseline at 95% with 3 seeds per arm")
+    assert words["modern vs course-fused:"].startswith("modern is better than course-fused")
+    assert "with 3 and 2 seeds per arm" in words["ablate-ema (ablation) vs course-baseline:"]
+    budget = section(html, "budget")
+    assert "<td>ablate-ema (ablation)</td>" in budget and "<td>modern</td>" in budget

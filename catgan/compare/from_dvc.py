@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catgan.compare.runs import Record, latest_per_seed, record
+from catgan.compare.runs import Record, group, latest_per_seed, record
 from catgan.config import flat_numbers, flatten
 from catgan.dvccli import dvc_executable
 from catgan.errors import UserError
@@ -63,7 +63,7 @@ def records(exps: list[Experiment], where: str) -> list[Record]:
         if exp.state != "success" or not exp.metrics:
             skipped.append(f"{exp.name} ({exp.state})")
             continue
-        rec = record(exp.name, exp.params.get("model.variant"), exp.params.get("train.seed"),
+        rec = record(exp.name, group(exp.params), exp.params.get("train.seed"),
                      exp.metrics, where)
         if rec:
             found.append(rec)

@@ -1,7 +1,7 @@
 """Finished runs of an MLflow experiment."""
 from __future__ import annotations
 
-from catgan.compare.runs import Record, latest_per_seed, record
+from catgan.compare.runs import Record, group, latest_per_seed, record
 from catgan.mlflowstore import finished_runs
 from catgan.outputs import COLUMNS, EPOCH_KEY
 
@@ -22,7 +22,7 @@ def collect(uri: str, experiment: str) -> list[Record]:
     records, where = [], f"MLflow experiment '{experiment}'"
     for run in runs:
         p = run.data.params
-        rec = record(run.info.run_name or run.info.run_id, p.get("model.variant"),
+        rec = record(run.info.run_name or run.info.run_id, group(p),
                      p.get("train.seed"), as_in_dvc(run.data.metrics), where)
         if rec and rec.metrics:
             records.append(rec)

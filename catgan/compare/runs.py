@@ -16,13 +16,20 @@ NOT_METRICS = frozenset({"train.epoch", "eval.num_samples", "eval.inception.comp
 
 @dataclass(frozen=True)
 class Record:
-    """One finished run: its variant, seed and final metrics under flat dotted keys (the names
-    ``dvc exp show`` gives them), settings left out."""
+    """One finished run: its group (its study arm where ``catgan study`` set tracking.arm, else its
+    model variant), seed and final metrics under flat dotted keys (the names ``dvc exp show`` gives
+    them), settings left out."""
 
     name: str
     variant: str
     seed: int
     metrics: dict[str, float]
+
+
+def group(params: dict) -> Any:
+    """What a run is compared as: its study arm (tracking.arm) where it has one, else its
+    variant."""
+    return params.get("tracking.arm") or params.get("model.variant")
 
 
 def record(name: str, variant: Any, seed: Any, metrics: dict[str, float],

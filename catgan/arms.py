@@ -1,0 +1,114 @@
+"""A study's arms: named sets of params overrides, compared over seeds like the course's variants.
+
+``course-baseline`` and ``course-fused`` are the course's two variants. ``modern`` is the course
+baseline with the four techniques of docs/recipe-notes.md on: an average of G's weights,
+DiffAugment, the relativistic average least-squares loss and spectral normalisation in D. It is a candidate:
+the ablation that would pick it (the ``ablate-*`` arms, each the course baseline plus one of those
+components) has not been run yet, and neither has the GPU study that would measure it.
+
+``catgan arm NAME`` prints an arm's overrides as ``-S`` arguments, so that one command trains it:
+``dvc exp run -n modern $(catgan arm modern)``.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from catgan.config import VARIANTS, parse_params
+from catgan.errors import UserError
+
+COURSE = "course-"
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    overrides: dict[str, object]  # dotted params keys, as `dvc exp run -S` takes them
+    ablation: bool = False
+
+    @property
+    def variant(self) -> str:
+        return str(self.overrides.get("model.variant", "baseline"))
+
+    def settings(self) -> dict[str, str]:
+        """The overrides with each value as `dvc exp run -S` reads it."""
+        return {k: _text(v) for k, v in self.overrides.items()}
+
+    def set_args(self) -> list[str]:
+        return [a for k, v in self.settings().items() for a in ("-S", f"{k}={v}")]
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    # DVC reads -S through Hydra, for which a,b,c unquoted is a sweep of three runs
+    return f"'{value}'" if isinstance(value, str) and "," in value else str(value)
+
+
+_BASE = {"model.variant": "baseline"}
+COMPONENTS = {  # each of the modern recipe's techniques, and its ablation arm's name
+    "ablate-ema": {"train.ema": 0.999},
+    "ablate-augment": {"train.augment": "color,translation,cutout"},
+    "ablate-ralsgan": {"train.loss": "ralsgan"},
+    "ablate-sn": {"model.spectral_norm": True},
+}
+ARMS = {arm.name: arm for arm in [
+    *(Arm(COURSE + v, {"model.variant": v}) for v in VARIANTS),
+    Arm("modern", {**_BASE, **{k: v for c in COMPONENTS.values() for k, v in c.items()}}),
+    *(Arm(name, {**_BASE, **extra}, ablation=True) for name, extra in COMPONENTS.items()),
+]}
+DEFAULT = ("course-baseline", "course-fused", "modern")
+
+
+def get(name: str) -> Arm:
+    try:
+        return ARMS[name]
+    except KeyError:
+        raise UserError(f"unknown arm {name!r}; known arms: {', '.join(ARMS)}") from None
+
+
+def resolve(names: list[str]) -> list[Arm]:
+    """The named arms, each once, in the order given."""
+    return [get(name) for name in dict.fromkeys(names)]
+
+
+def ordered(names) -> list[str]:
+    """Arms in the registry's order (course arms, modern, ablations), unknown names last."""
+    rank = {name: i for i, name in enumerate(ARMS)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def label(name: str) -> str:
+    """The arm's name as pages show it: an ablation says so."""
+    return f"{name} (ablation)" if name in ARMS and ARMS[name].ablation else name
+
+
+def of_run(meta: dict) -> str:
+    """A study run's arm: recorded since study format 3, ``course-<variant>`` before."""
+    return meta.get("arm") or COURSE + meta["variant"]
+
+
+def nested(overrides: dict[str, object]) -> dict:
+    """Dotted keys as the nested dict that params.yaml and parse_params take."""
+    tree: dict = {}
+    for key, value in overrides.items():
+        *groups, leaf = key.split(".")
+        node = tree
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[leaf] = value
+    return tree
+
+
+def check(arm: Arm) -> None:
+    """Refuses an arm whose overrides the params check refuses (a key or value not allowed)."""
+    parse_params(nested(arm.overrides), source=f"arm {arm.name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="catgan arm", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help=f"one of: {', '.join(ARMS)}")
+    arm = get(p.parse_args(argv).name)
+    check(arm)
+    print(" ".join(arm.set_args()))
