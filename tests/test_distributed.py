@@ -13,6 +13,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
+from catgan import checkpoint
 from catgan.config import parse_params
 from catgan.distributed import Dist
 from catgan.outputs import EPOCH_KEY
@@ -40,12 +41,11 @@ def test_both_processes_hold_identical_weights_after_a_step(tmp_path, tiny_image
         for name, value in ranks[0][net].items():
             assert torch.equal(value, ranks[1][net][name]), f"{net}.{name} differs between ranks"
     assert ranks[0]["history"] == ranks[1]["history"]  # losses averaged over both shards
-    single = train(parse_params(merge(TINY, {"train": {"epochs": 1, "steps_per_epoch": 1}})),
-                   tiny_images, "test", tmp_path / "single")
-    weight = next(iter(ranks[0]["G"]))
-    assert not torch.equal(ranks[0]["G"][weight], single.generator.state_dict()[weight]), \
-        "two processes drew the same latents as one: the per-process noise streams are not in use"
-    assert list((tmp_path / "ckpt").iterdir()) and (tmp_path / "ckpt/last.pt").is_file()
+    # The weights cannot tell: on CPU each process's BatchNorm sees its own half batch, so they
+    # differ from one process's even when both processes draw the same latents.
+    noise = [state["data"] for state in checkpoint.load(tmp_path / "ckpt/last.pt")["rng"]]
+    assert len(noise) == 2
+    assert not torch.equal(*noise), "both processes drew their latents from one noise stream"
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """FID / KID through torchmetrics against numpy references, and skipping without weights."""
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from catgan.errors import UserError
 from catgan.metrics.inception import WEIGHTS_FILE, inception_metrics, load_inception, resolve_weights
+from conftest import missing
 
 LOGGER = "catgan.metrics.inception"
 
@@ -124,8 +126,16 @@ def test_empty_weights_looks_in_torch_hub_cache(tmp_path, monkeypatch, caplog):
     assert resolve_weights("") == (cached, "")
 
 
+def fidelity_inception():
+    """torch-fidelity's Inception module: a pinned dependency, so missing it fails on CI."""
+    try:
+        return importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
+    except ImportError:
+        missing("torch-fidelity is not installed", "pip install torch-fidelity==0.4.0")
+
+
 def test_unreadable_weights_file_is_skipped_not_a_crash(tmp_path, caplog):
-    pytest.importorskip("torch_fidelity")
+    fidelity_inception()
     broken = tmp_path / WEIGHTS_FILE
     broken.write_bytes(b"not a checkpoint")
     with caplog.at_level(logging.WARNING, logger=LOGGER):
@@ -145,7 +155,7 @@ def test_missing_torch_fidelity_is_skipped(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def random_inception(tmp_path_factory):
     """torch-fidelity's Inception-v3 with random He-initialised weights, saved as a weights file."""
-    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    fidelity = fidelity_inception()
     folder = tmp_path_factory.mktemp("inception")
     torch.save({}, folder / "empty.pth")
     with pytest.MonkeyPatch.context() as patch:  # build the network without the real weights
