@@ -5,6 +5,7 @@ import json
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,33 +32,46 @@ def project(tmp_path_factory) -> Path:
     return clone_project(tmp_path_factory.mktemp("study") / "catgan", SETTINGS)
 
 
+NAMES = ["tiny-baseline-s0", "tiny-baseline-s1", "tiny-fused-s0", "tiny-fused-s1",
+         "tiny-saturating-baseline-s0"]
+
+
+@dataclass
+class Interrupted:
+    first: subprocess.CompletedProcess  # the study killed while its first run trains
+    second: str  # what the same command, run again with -j 2, printed
+
+
 @pytest.fixture(scope="module")
-def interrupted_then_resumed(project: Path) -> tuple[str, str]:
-    """The study killed while its first run trains, then the same command again."""
+def interrupted_then_resumed(project: Path) -> Interrupted:
+    """The study killed while its first run trains, then the same command again, two at a time."""
     cmd = [*STUDY, "--saturating"]
     # A shell's background job (`make test &`) ignores SIGINT, and so would the study it starts.
-    proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and "Running" not in sh(project, "dvc", "queue", "status"):
         time.sleep(1)
     proc.send_signal(signal.SIGINT)
-    first, _ = proc.communicate(timeout=60)
-    second = sh(project, *cmd, timeout=900)
-    return first, second
+    out, err = proc.communicate(timeout=60)
+    second = sh(project, *cmd, "-j", "2", timeout=900)
+    return Interrupted(subprocess.CompletedProcess(cmd, proc.returncode, out, err), second)
 
 
 def test_study_runs_each_variant_and_seed_once_as_children_of_one_parent(project,
                                                                          interrupted_then_resumed):
-    first, second = interrupted_then_resumed
-    assert "study: queued tiny-baseline-s0" in first and "study: queued" not in second
+    first, second = interrupted_then_resumed.first, interrupted_then_resumed.second
+    assert first.returncode == 2 and "Traceback" not in first.stderr, first.stderr[-3000:]
+    assert first.stderr.strip().splitlines()[-1].startswith("error: interrupted; 5 run(s) go on "
+                                                             "in DVC's queue"), first.stderr
+    assert "study: queued tiny-baseline-s0" in first.stdout and "study: queued" not in second
     runs = runs_of(project, "tiny")
     parents = [r for r in runs if r.data.tags.get("catgan.role") == "study"]
     children = [r for r in runs if r not in parents]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     names = sorted(r.data.tags["dvc_exp_name"] for r in children)
-    assert names == ["tiny-baseline-s0", "tiny-baseline-s1", "tiny-fused-s0", "tiny-fused-s1",
-                     "tiny-saturating-baseline-s0"]
+    assert names == NAMES
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in children)
     assert {r.info.run_name for r in children} == set(names)
@@ -65,17 +79,33 @@ def test_study_runs_each_variant_and_seed_once_as_children_of_one_parent(project
     assert all(name in shown for name in names)
 
 
+def test_resumed_with_j2_it_runs_two_experiments_at_once(project, interrupted_then_resumed):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    # From train's start to evaluate's end, as in test_dvc_pipeline's queued sweep.
+    spans = sorted((run.info.start_time,
+                    max(m.timestamp for m in client.get_metric_history(run.info.run_id,
+                                                                       "eval.swd.swd_avg")))
+                   for run in runs_of(project, "tiny") if run.data.tags.get("catgan.role") != "study")
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), \
+        f"no two study runs overlapped, so -j 2 ran them one at a time: {spans}"
+
+
 def test_study_folder_and_page_hold_every_run_with_per_epoch_quality(project,
                                                                      interrupted_then_resumed):
-    _, second = interrupted_then_resumed
-    page = Path(second.strip().splitlines()[-1].removeprefix("study page: "))
+    page = Path(interrupted_then_resumed.second.strip().splitlines()[-1]
+                .removeprefix("study page: "))
     assert page == project / "studies" / "tiny" / "study.html" and page.is_file()
     html = page.read_text()
-    assert "fused" in html and "baseline" in html and "saturating" in html.lower()
+    assert "fused" in html and "baseline" in html
+    assert "The saturating run is missing" not in html
     study = json.loads((page.parent / "study.json").read_text())
     assert study["data"]["images"] == 24 and study["data"]["content_hash"]
+    assert sorted(p.name for p in (page.parent / "runs").iterdir()) == NAMES
     for run_dir in (page.parent / "runs").iterdir():
         meta = json.loads((run_dir / "run.json").read_text())
+        assert meta["kind"] == ("saturating" if "saturating" in run_dir.name else "study")
         assert meta["epochs"] == 2 and meta["steps"] == 4 and meta["images_seen"] == 16
         assert meta["eval"]["swd"]["swd_avg"] > 0
         lines = (run_dir / "history.csv").read_text().splitlines()
@@ -98,6 +128,20 @@ def test_per_epoch_quality_reaches_mlflow_with_the_epoch_as_step(project, interr
         if run.data.tags.get("catgan.role") != "study":
             history = client.get_metric_history(run.info.run_id, "epoch/swd_avg")
             assert sorted(m.step for m in history) == [1, 2]
+
+
+def test_page_only_queues_nothing_and_builds_the_page_from_the_store(project,
+                                                                    interrupted_then_resumed,
+                                                                    tmp_path):
+    out = sh(project, *STUDY, "--saturating", "--page-only", "--out", str(tmp_path / "again"))
+    assert "study: " not in out, out  # neither queued nor waited for nor kept a run
+    assert out.strip().splitlines()[-1] == f"study page: {tmp_path / 'again' / 'study.html'}"
+    assert sorted(p.name for p in (tmp_path / "again" / "runs").iterdir()) == NAMES
+    proc = subprocess.run([*STUDY, "2", "--page-only"], cwd=project, env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: the MLflow store holds no finished run for tiny-baseline-s2, tiny-fused-s2; run "
+        "the same command without --page-only to train them"), proc.stderr
 
 
 def test_study_refuses_an_override_of_what_it_sets_and_unknown_keys(project):
