@@ -145,12 +145,13 @@ def reproduced(tmp_path_factory) -> tuple[Path, str]:
 
 
 def copy_project(src: Path, dest: Path) -> Path:
-    """A copy of the project ``src`` with its git history, DVC cache and checkpoints, but not its
-    MLflow store: the store's experiment names its artifact folder by absolute path, so runs made
-    in a copy would write into ``src``. A copy starts a store of its own when it needs one."""
-    def store(folder: str, names: list[str]) -> list[str]:
+    """A copy of the project ``src`` with its git history, workspace and DVC cache, but neither its
+    checkpoints nor its MLflow store, as a fresh clone would have: the store's experiment names its
+    artifact folder by absolute path, so runs made in a copy would write into ``src``. A copy
+    starts a store of its own when it needs one."""
+    def side_stores(folder: str, names: list[str]) -> list[str]:
         return [n for n in names if Path(folder) == src
-                and (n.startswith("mlflow.db") or n == "mlartifacts")]
+                and (n.startswith("mlflow.db") or n in ("mlartifacts", "checkpoints"))]
 
-    shutil.copytree(src, dest, symlinks=True, ignore=store)
+    shutil.copytree(src, dest, symlinks=True, ignore=side_stores)
     return dest
