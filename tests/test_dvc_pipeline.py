@@ -86,13 +86,26 @@ def test_sample_reads_an_experiment_from_the_cache_and_its_mlflow_run_draws_the_
     assert "'no-such-exp' is not a folder" in proc.stderr and "nor a DVC experiment" in proc.stderr
 
 
+def revisions(html: str, plot: str) -> set[str]:
+    """The revisions whose rows DVC embedded in the Vega spec of ``plot`` in its index.html."""
+    spec = re.search(rf'<div id = "{plot}">\s*<script[^>]*>\s*var spec = (.*?);\s*vegaEmbed', html,
+                     re.DOTALL)
+    assert spec, f"no plot {plot!r} in the page"
+
+    def rows(node) -> list[dict]:
+        if isinstance(node, dict):
+            return [node] * ("rev" in node) + [r for v in node.values() for r in rows(v)]
+        return [r for v in node for r in rows(v)] if isinstance(node, list) else []
+
+    return {row["rev"] for row in rows(json.loads(spec[1]))}
+
+
 def test_plots_diff_between_experiments_holds_both_runs(project, fused_exp):
     out_dir = project / "dvc_plots"
     sh(project, "dvc", "plots", "diff", "HEAD", "fused-exp", "-o", str(out_dir))
     html = (out_dir / "index.html").read_text()
-    assert "loss_d" in html
-    # DVC embeds each plot's rows, each with the revision it came from.
-    assert set(re.findall(r'"rev": "([^"]+)"', html)) == {"HEAD", "fused-exp"}
+    for plot in ("losses", "scores", "generator_gradient_norm"):
+        assert revisions(html, plot) == {"HEAD", "fused-exp"}, plot
 
 
 def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_store(project):
