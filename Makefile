@@ -8,8 +8,9 @@ UI_PORT ?= $(or $(CATGAN_UI_PORT),5000)
 SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5000
 SERVER_DIR ?= .server
+SERVER_AUTH ?=
 
-.PHONY: setup demo test ui server server-stop
+.PHONY: setup demo test ui server server-stop server-user
 
 setup: $(STAMP)
 
@@ -36,8 +37,14 @@ ui: $(STAMP)
 	UI_HOST=$(UI_HOST) UI_PORT=$(UI_PORT) $(BIN)/python -m catgan.ui
 
 # A team's MLflow server (catgan/server.py): PostgreSQL store in $(SERVER_DIR), served artifacts.
+# Users log in unless it serves loopback only; SERVER_AUTH=1 or 0 decides instead.
 server: $(STAMP)
-	$(BIN)/python -m catgan.server start --host $(SERVER_HOST) --port $(SERVER_PORT) --dir $(SERVER_DIR)
+	$(BIN)/python -m catgan.server start --host $(SERVER_HOST) --port $(SERVER_PORT) --dir $(SERVER_DIR) \
+	  $(if $(SERVER_AUTH),--auth $(SERVER_AUTH))
 
 server-stop: $(STAMP)
 	$(BIN)/python -m catgan.server stop --dir $(SERVER_DIR)
+
+# A teammate's user on that server; the password goes to $(SERVER_DIR)/credentials/$(NAME) (0600).
+server-user: $(STAMP)
+	$(BIN)/python -m catgan.server add-user "$(NAME)" --dir $(SERVER_DIR)

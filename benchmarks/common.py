@@ -6,12 +6,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from catgan import provenance
 from catgan.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,22 +112,12 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                              capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               text=True, capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" (uncommitted changes)" if dirty else "")
-
-
 def machine(device: str | None = None) -> dict:
     """What the numbers depend on; torch is imported only when a device is named."""
     info = {
         "date": datetime.date.today().isoformat(),
-        "commit": git_commit(),
+        # This project's commit, or the content hash of its code in a copy without its own .git.
+        "code": provenance.code_line(provenance.code()),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cpu_bf16": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}) or "none (bf16 is emulated)",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One prepared CUDA check, under 5 minutes: (a) bf16, channels_last and compile train to finite
-# losses close to fp32, (b) training throughput against the course's loop, fp32 and bf16, (c) 3
-# timed epochs per variant; then one table. Each part has its own time limit, and a part that fails
-# or runs out of time leaves the rest running.
+# One prepared CUDA check, 4 minutes at most: (a) bf16, channels_last and compile train to finite
+# losses close to fp32, (b) steady-state training throughput and TFLOP/s against the course's loop,
+# fp32 and bf16, (c) 3 timed epochs per variant, (d) when its whole limit still fits, the same
+# throughput with torch.compile; then one table. Each part has its own time limit, cut to what is
+# left of the budget, and a part that fails or runs out of time leaves the rest running.
 #
 #   benchmarks/gpu_check.sh          on a CUDA machine; exits 2 with "no CUDA device" elsewhere
 #   benchmarks/gpu_check.sh --cpu    dry run of every part on the CPU with tiny sizes
@@ -16,49 +17,60 @@ PY=${PYTHON:-python3}
 OUT=${GPU_CHECK_OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 VENDOR=$(mktemp -d)  # the synthetic images
+trap 'rm -rf "$VENDOR"' EXIT
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# Parts start only while the clock ($SECONDS) is under this, and each ends by it; the summary takes a
+# few seconds more, so the whole stays within 4 minutes.
+BUDGET=${GPU_CHECK_BUDGET_S:-225}
 
-for module in catgan.train torchvision catgan.data.preprocess; do
-  if ! "$PY" -c "import $module" 2>"$OUT/import.err"; then
-    echo "cannot import $module: $(tail -n 1 "$OUT/import.err")"
-    echo "these checks need torch, torchvision, numpy and Pillow"
-    exit 3
-  fi
-done
+# One interpreter for all three: each start imports torch, seconds out of the budget.
+if ! "$PY" -c "import catgan.train, torchvision, catgan.data.preprocess" 2>"$OUT/import.err"; then
+  echo "cannot import: $(tail -n 1 "$OUT/import.err")"
+  echo "these checks need torch, torchvision, numpy and Pillow"
+  exit 3
+fi
 
 if [ "${1:-}" = "--cpu" ]; then
   DEVICE=cpu
   CHECK=(--configs fp32,fp32+cl,bf16 --steps 2 --batch-size 4)
-  BENCH=(--steps 2 --repeats 1 --batch-size 4 --variants fused --configs fp32,bf16 --steady)
+  BENCH=(--warmup 1 --steps 2 --repeats 1 --batch-size 4 --variants fused --configs fp32,bf16)
   EPOCHS=(--configs fp32 --batch-size 8 --epoch-images 32)
-  LIMITS=(300 300 300)
+  COMPILED=(--warmup 1 --steps 2 --repeats 1 --batch-size 4 --variants fused --configs fp32,fp32+compile
+            --no-reference)
+  LIMITS=(300 300 300 300)
+  BUDGET=${GPU_CHECK_BUDGET_S:-1200}
 else
-  if ! "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
-    echo "no CUDA device"
-    exit 2
-  fi
   DEVICE=cuda
   CHECK=()
-  BENCH=(--configs fp32,bf16,bf16+cl --repeats 3)
+  # 10 warm-up + 3 x 40 timed steps per loop; README "GPU (gpu_check.sh)" has the time estimate.
+  BENCH=(--configs fp32,bf16,bf16+cl)
   EPOCHS=(--configs fp32,bf16)
-  LIMITS=(100 120 40)
+  # Compiling costs tens of seconds per variant, so (b) leaves it out and (d) runs it on the
+  # baseline alone, against the uncompiled config the study trains with.
+  COMPILED=(--variants baseline --configs bf16+cl,bf16+cl+compile --no-reference)
+  LIMITS=(80 90 40 75)
 fi
+"$PY" -m benchmarks.gpu_check header --out "$OUT" --device "$DEVICE" \
+  --command "benchmarks/gpu_check.sh $*" || exit $?
 
-DATA=()  # drawn once for all three parts when the shared cat sample is not beside the repo
+DATA=()  # drawn once for all parts when the shared cat sample is not beside the repo
 if [ ! -f ../shared/data/cats-sample.zip ]; then
   "$PY" -c "import sys; from pathlib import Path; from benchmarks import common
 print('data:', common.prepare_images(None, Path(sys.argv[1]))[1])" "$VENDOR/data" || exit 1
   DATA=(--data "$VENDOR/data/synthetic")
 fi
-echo "== commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), results in $OUT"
-"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
-  torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 status=0
-part() {  # part NAME LIMIT COMMAND...: run with a time limit, note a failure, carry on
-  local name=$1 limit=$2
+part() {  # part NAME LIMIT COMMAND...: run within LIMIT and the budget, note a failure, carry on
+  local name=$1 limit=$2 left=$((BUDGET - SECONDS))
   shift 2
-  echo "== $name (limit ${limit}s)"
-  timeout --kill-after=10 "$limit" "$@"
+  if [ "$left" -lt "$limit" ]; then limit=$left; fi
+  if [ "$limit" -le 0 ]; then
+    echo "!! $name: not started, the ${BUDGET}s budget is spent"
+    status=1
+    return
+  fi
+  echo "== $name (limit ${limit}s, at ${SECONDS}s)"
+  timeout --kill-after=5 "$limit" "$@"
   local rc=$?
   if [ $rc -ne 0 ]; then
     echo "!! $name: exit $rc$([ $rc -eq 124 ] && echo ' (time limit)')"
@@ -72,6 +84,14 @@ part "b: throughput vs the course loop" "${LIMITS[1]}" \
   "${BENCH[@]}"
 part "c: 3 epochs" "${LIMITS[2]}" \
   "$PY" -m benchmarks.gpu_check epochs --out "$OUT" --device "$DEVICE" "${DATA[@]}" "${EPOCHS[@]}"
-echo "== summary"
+if [ $((BUDGET - SECONDS)) -ge "${LIMITS[3]}" ]; then
+  part "d: throughput with torch.compile" "${LIMITS[3]}" \
+    "$PY" -m benchmarks.train_throughput --device "$DEVICE" --json "$OUT/compile.json" "${DATA[@]}" \
+    "${COMPILED[@]}"
+else
+  echo "== d: throughput with torch.compile: skipped, $((BUDGET - SECONDS))s of the budget left," \
+    "needs ${LIMITS[3]}s"
+fi
+echo "== summary (at ${SECONDS}s)"
 "$PY" -m benchmarks.gpu_check summary --out "$OUT"
 exit $status

@@ -1,10 +1,11 @@
 """The whole study on one GPU: baseline vs fused over seeds, the saturating G loss, and the course's
 own loop for parity, written as a study folder (catgan/studydir.py) and packed into one archive
-that ``catgan study-page`` turns into the study page.
+that ``catgan study-page`` turns into the study page, with each variant's best generator beside it.
 
     python -m benchmarks.gpu_study --data PATH --out DIR [--epochs 60] [--seeds 0 1 2]
         [--variants baseline fused] [--parallel K] [--precision bf16|fp32] [--[no-]compile]
-        [--[no-]course] [--[no-]saturating] [--frames 16] [--budget-s S] [-S key=value ...]
+        [--[no-]course] [--[no-]saturating] [--frames 16] [--budget-s S] [--stop-s S]
+        [-S key=value ...]
         [--name gpu]
 
 Needs only Python with torch, numpy and Pillow: the runs go through catgan.train (the pipeline's
@@ -21,14 +22,23 @@ zip (50 MB). The prepared images.npy of the full set (9,303 x 3 x 64 x 64 = 114 
     there:       device run, carry [".gpu-data"], timeout_s 600:
                  set -o pipefail; benchmarks/gpu_study.sh --data .gpu-data/cats-kaggle.zip
                    --out /tmp/gpu-study 2>&1 | tee "$OUT/gpu_study.log";
-                 cp /tmp/gpu-study/study.tar.gz "$OUT"/
-    here:        catgan study-page study.tar.gz   (the archive that came back)
+                 cp /tmp/gpu-study/study.tar.gz /tmp/gpu-study/study.generator-*.pt "$OUT"/
+    here:        catgan study-page study.tar.gz   (the archive that came back, with the
+                 study.generator-<variant>.pt files beside it)
+
+On CUDA every run starts at once, longest first (benchmarks/README.md, "GPU study": one wave fits
+the 16 cores and 141 GB of an H200); on the CPU one after another. ``--parallel`` sets how many.
+``--stop-s`` stops the runs still going (in child processes) at a time limit and packs the rest.
 
 Each run writes DIR/study/runs/<kind>-<variant>-seed<N>/ whole or not at all, and a run whose
 run.json is there is skipped, so an interrupted study resumes. Grids are kept as 256-colour PNGs
 (a lossless 8x8 grid is ~0.6 MB): the last epoch's of every run, and ``--frames`` evenly spaced
 ones of each variant's lowest-seed study run for the page's video, so the archive stays well
-under the 16 MiB a file may have to come back from the device machine.
+under the 16 MiB a file may have to come back from the device machine. The lowest-SWD study run
+of each variant leaves its generator in fp16 beside the archive, as
+``study.generator-<variant>.pt`` (at most 8 MiB each; catgan/weightsfile.py): ``catgan sample``
+draws from it and the study page shows its samples. study.json records the provenance
+(catgan/provenance.py): the code's commit or, on a copy without .git, its content hash.
 """
 from __future__ import annotations
 
@@ -38,6 +48,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -53,7 +64,7 @@ import torch
 from PIL import Image
 
 from benchmarks import reference_loop
-from catgan import studydir
+from catgan import provenance, studydir, weightsfile
 from catgan.config import VARIANTS, Params, flatten, parse_params
 from catgan.data.archive import safe_extract_zip
 from catgan.data.preprocess import load_images, preprocess
@@ -70,7 +81,10 @@ from catgan.train import COLUMNS, HISTORY_COLUMNS, steps_per_epoch, train
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE_LIMIT = 16 << 20  # the most one file may have to come back from the device machine
 STEP_COLUMNS = ("step", "epoch", *COLUMNS)
-CUDA_PARALLEL = 7  # the study's pipeline runs as one wave, then the course runs
+# Seconds a run took on the H200 (../shared/studies/README.md), for the start order: longest first.
+# A kind not listed here starts first, as the longest is the safe guess.
+RUN_S = {"course": 250, "study": 165, "saturating": 165}
+GENERATOR = "generator.pt"  # a study run's generator in fp16, in its run folder, not archived
 # Set by this script's own flags: -S may not change them behind their back.
 RESERVED = {"model.variant": "--variants", "train.seed": "--seeds", "train.epochs": "--epochs",
             "train.g_loss": "--saturating", "train.precision": "--precision",
@@ -90,6 +104,7 @@ class Job:
     run_dir: str
     steps: int  # course runs: the pipeline run's optimisation steps, matched
     frames: int  # grids kept: evenly spaced over the epochs, the last always; 1 = the last only
+    code: str  # the content hash of the code that runs it (catgan/provenance.py)
 
     @property
     def name(self) -> str:
@@ -111,7 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["baseline", "fused"])
     p.add_argument("--parallel", type=int, default=0,
-                   help=f"runs at once, each its own process (default {CUDA_PARALLEL} on CUDA, 1 on CPU)")
+                   help="runs at once, each its own process (default: all on CUDA, 1 on CPU)")
     p.add_argument("--precision", choices=("bf16", "fp32"),
                    help="pipeline runs' precision (default bf16 on CUDA, fp32 on CPU); course runs are fp32")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
@@ -125,11 +140,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="grids kept of each variant's lowest-seed study run, for the page's video")
     p.add_argument("--budget-s", type=float, default=0.0,
                    help="start no run after this many seconds (0: no limit); the archive holds what finished")
+    p.add_argument("--stop-s", type=float, default=0.0,
+                   help="stop the runs still going after this many seconds and pack what finished "
+                        "(0: no limit); a second call redoes them")
     p.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a params.yaml key, dotted as in `dvc exp run -S` (repeatable)")
     p.add_argument("--name", default="gpu")
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # one run, for --parallel > 1
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.worker:
         return args
     if not (args.data and args.out):
@@ -175,20 +194,36 @@ def merge(base: dict, top: dict) -> dict:
     return out
 
 
-def base_params(args: argparse.Namespace) -> tuple[dict, torch.device, int]:
-    """catgan's defaults, this script's settings, then ``-S``, as raw params; the device; runs at once.
+def base_params(args: argparse.Namespace) -> tuple[dict, torch.device]:
+    """catgan's defaults, this script's settings, then ``-S``, as raw params; and the device.
 
-    bf16 and several runs at once are defaults on CUDA only: a CPU without bf16 units emulates
-    it (benchmarks/README.md: 225 s against 12 s a step) and its cores are shared anyway.
+    bf16 is the default on CUDA only: a CPU without bf16 units emulates it (benchmarks/README.md:
+    225 s against 12 s a step).
     """
     raw = merge({"train": {"epochs": args.epochs, "compile": args.compile}, "eval": {"every": 1},
                  "tracking": {"enabled": False}}, parse_overrides(args.overrides))
     device = select_device(parse_params(raw, source="-S").train.device)
-    parallel = args.parallel or (CUDA_PARALLEL if device.type == "cuda" else 1)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    raw = merge({"train": {"threads": max(1, (os.cpu_count() or 1) // parallel)}}, raw)
-    raw["train"].update(device=device.type, precision=precision)
-    return raw, device, parallel
+    raw["train"] = {**raw.get("train", {}), "device": device.type, "precision": precision}
+    return raw, device
+
+
+def one_wave(jobs: list[Job], args: argparse.Namespace, device: torch.device) -> tuple[int, list[Job]]:
+    """How many run at once: all of them on CUDA (one wave), one on the CPU, or --parallel; and the
+    jobs in start order, each with an equal share of the cores unless -S set train.threads.
+
+    Several at once are the default on CUDA only: a GPU's runs wait on the host between small
+    kernels, which other processes fill, while on a CPU they would only share its cores. Run
+    together, the longest start first: when they do not all fit at once, that ends the last
+    soonest; one at a time, the plan's order stands, so a budget cut leaves whole pairs.
+    """
+    parallel = args.parallel or (max(1, len(jobs)) if device.type == "cuda" else 1)
+    if parallel > 1:
+        jobs = sorted(jobs, key=lambda job: -RUN_S.get(job.kind, max(RUN_S.values()) + 1))
+    threads = max(1, (os.cpu_count() or 1) // min(parallel, max(1, len(jobs))))
+    return parallel, [job if job.params["train"].get("threads") else
+                      dataclasses.replace(job, params=merge(job.params, {"train": {"threads": threads}}))
+                      for job in jobs]
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -226,7 +261,8 @@ def content_hash(images: np.ndarray) -> str:
 
 # ------------------------------------------------------------------------------------------ runs
 
-def plan(args: argparse.Namespace, raw: dict, images: Path, data: dict, study: Path) -> list[Job]:
+def plan(args: argparse.Namespace, raw: dict, images: Path, data: dict, study: Path,
+         code: str) -> list[Job]:
     """Study runs, seeds interleaved so a budget cut leaves pairs; the saturating run; the course's."""
     t = parse_params(raw).train
     steps = args.epochs * steps_per_epoch(data["images"], t.batch_size, t.steps_per_epoch)
@@ -243,7 +279,7 @@ def plan(args: argparse.Namespace, raw: dict, images: Path, data: dict, study: P
         animated = kind == "study" and seed == first_seed
         jobs.append(Job(kind, variant, seed, job_raw, str(images), data["content_hash"],
                         str(study / "runs" / run_name(kind, variant, seed)), steps,
-                        args.frames if animated else 1))
+                        args.frames if animated else 1, code))
     return jobs
 
 
@@ -266,8 +302,14 @@ def pipeline_run(job: Job) -> None:
         meta = {"g_loss": t.g_loss, "epochs": epochs, "steps": epochs * per_epoch,
                 "images_seen": epochs * min(per_epoch * t.batch_size, len(images)),
                 "precision": t.precision, "compile": t.compile, "params": flatten(params)}
+        generator = None
+        if job.kind == "study":  # the candidates for the generator that comes back
+            generator = (result.generator, {
+                "variant": job.variant, "latent_dim": params.model.latent_dim, "run": job.name,
+                "seed": job.seed, "swd_avg": metrics["swd"]["swd_avg"], "data_hash": job.data_hash,
+                "code": job.code})
         write_run(job, result.history, result.steps, Path(ckpt) / "grids", epochs,
-                  _meta(job, params, meta, metrics, notes, device, started, train_s))
+                  _meta(job, params, meta, metrics, notes, device, started, train_s), generator)
 
 
 def course_run(job: Job) -> None:
@@ -313,7 +355,7 @@ def _meta(job: Job, params: Params, meta: dict, metrics: dict, notes: dict,
           device: torch.device, started: float, train_s: float) -> dict:
     return {"kind": job.kind, "variant": job.variant, "seed": job.seed,
             "batch_size": params.train.batch_size, "device": describe(device), "eval": metrics,
-            "notes": notes, "train_s": round(train_s, 3),
+            "notes": notes, "train_s": round(train_s, 3), "code": job.code,
             "wall_s": round(time.perf_counter() - started, 3), **meta}
 
 
@@ -334,9 +376,11 @@ def grid_epochs(last: int, frames: int) -> list[int]:
 
 
 def write_run(job: Job, history: list[dict], steps: list[dict], grid_src: Path, last: int,
-              meta: dict) -> None:
+              meta: dict, generator: tuple[torch.nn.Module, dict] | None = None) -> None:
     """The run folder, all of it at once: a killed run leaves none, so a rerun redoes it."""
     with atomic_dir(Path(job.run_dir)) as tmp:
+        if generator:
+            weightsfile.write(tmp / GENERATOR, *generator)
         write_csv(history, tmp / "history.csv", HISTORY_COLUMNS)
         write_csv(steps, tmp / "steps.csv", STEP_COLUMNS)
         for epoch in grid_epochs(last, job.frames):
@@ -392,17 +436,24 @@ class _Child:
 
     def stop(self) -> None:
         self.proc.terminate()
+        try:  # gone before the archive is packed: no run folder appears behind its back
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def run_all(jobs: list[Job], parallel: int, deadline: float | None,
-            logs: Path) -> tuple[list[dict], list[str], list[Job]]:
-    """Run ``jobs``, ``parallel`` at a time, none started after ``deadline``.
+def run_all(jobs: list[Job], parallel: int, deadline: float | None, logs: Path,
+            stop_at: float | None = None) -> tuple[list[dict], list[str], list[Job], list[str]]:
+    """Run ``jobs``, ``parallel`` at a time, none started after ``deadline``; runs in child
+    processes still going at ``stop_at`` are stopped, so that what finished can be packed in time.
 
-    Returns (each finished run's run.json, the failed runs' names, the jobs not started).
+    Returns (each finished run's run.json, the failed runs' names, the jobs not started, the
+    stopped runs' names).
     """
     start = _Inline if parallel == 1 else _Child
     pending, running = deque(jobs), []
-    finished, failed = [], []
+    finished, failed, stopped = [], [], []
     try:
         while pending or running:
             while pending and len(running) < parallel and (deadline is None
@@ -413,6 +464,13 @@ def run_all(jobs: list[Job], parallel: int, deadline: float | None,
             if not running:
                 break
             ended = [run for run in running if run.done()]
+            if not ended and stop_at is not None and time.perf_counter() >= stop_at:
+                for run in running:
+                    run.stop()
+                    stopped.append(run.job.name)
+                    print(f"stop  {run.job.name}: the time limit (--stop-s) came first", flush=True)
+                running = []
+                break
             if not ended:
                 time.sleep(0.5)
             for run in ended:
@@ -428,15 +486,19 @@ def run_all(jobs: list[Job], parallel: int, deadline: float | None,
     finally:
         for run in running:  # interrupted: leave no orphan training on the GPU
             run.stop()
-    return finished, failed, list(pending)
+    return finished, failed, list(pending), stopped
 
 
 # --------------------------------------------------------------------------------------- archive
 
 def pack(study: Path, archive: Path) -> int:
-    """``study`` (study.json and the finished run folders) as one .tar.gz; returns its size."""
+    """``study`` (study.json and the finished run folders) as one .tar.gz, without the generators
+    (files of their own beside it); returns its size."""
     def visible(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        return None if any(part.startswith(".") for part in PurePosixPath(info.name).parts) else info
+        parts = PurePosixPath(info.name).parts
+        hidden = any(part.startswith(".") for part in parts) or parts[-1] == GENERATOR \
+            or parts[1:2] == (studydir.WEIGHTS,)
+        return None if hidden else info
 
     with atomic_path(archive, suffix=".tar.gz") as tmp:
         with tarfile.open(tmp, "w:gz") as tar:
@@ -447,6 +509,30 @@ def pack(study: Path, archive: Path) -> int:
                         "a file may have to come back from the device machine; lower --frames "
                         "(grids kept per animated run) and run again: finished runs are skipped")
     return size
+
+
+def best_generators(study: Path, out: Path, stem: str) -> tuple[list[Path], list[str]]:
+    """Each variant's lowest-SWD study run's generator into ``study/weights/`` and beside the
+    archive (``out/<stem>.generator-<variant>.pt``); returns the files written and the problems."""
+    best: dict[str, tuple[float, Path]] = {}
+    for run_json in sorted((study / "runs").glob("study-*/run.json")):
+        meta = json.loads(run_json.read_text(encoding="utf-8"))
+        swd, weights = meta["eval"]["swd"]["swd_avg"], run_json.parent / GENERATOR
+        if weights.is_file() and swd < best.get(meta["variant"], (float("inf"), None))[0]:
+            best[meta["variant"]] = (swd, weights)
+    written, problems = [], []
+    for variant, (_, weights) in sorted(best.items()):
+        size = weights.stat().st_size
+        if size > weightsfile.LIMIT:
+            problems.append(f"{weights}: {size / 2**20:.1f} MiB, above the "
+                            f"{weightsfile.LIMIT >> 20} MiB a weights file may have; not returned")
+            continue
+        for dest in (study / studydir.WEIGHTS / studydir.weights_name(variant),
+                     out / f"{stem}.{studydir.weights_name(variant)}"):
+            with atomic_path(dest, suffix=".pt") as tmp:
+                shutil.copyfile(weights, tmp)
+        written.append(dest)
+    return written, problems
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -482,32 +568,46 @@ def study_info(args: argparse.Namespace, params: Params, device: torch.device, d
 
 
 def run_study(args: argparse.Namespace) -> int:
-    """Prepare the data, run what is not done yet, pack the archive; exit status 1 if a run failed."""
+    """Prepare the data, run what is not done yet, pack the archive and write the best generators
+    beside it; exit status 1 if a run or a generator failed."""
     started = time.perf_counter()
     deadline = started + args.budget_s if args.budget_s else None
-    raw, device, parallel = base_params(args)
+    stop_at = started + args.stop_s if args.stop_s else None
+    raw, device = base_params(args)
     params = parse_params(raw)
     study = args.out / "study"
+    command = ["python", "-m", "benchmarks.gpu_study", *map(str, args.argv)]
+    made_by = provenance.record(command, device)
     with tempfile.TemporaryDirectory(prefix="catgan-gpu-study-") as scratch:
         images, data = prepare_data(args.data, Path(scratch), params)
         info = study_info(args, params, device, data)
         check_resumable(study, info)
-        studydir.write_study(study, info)
-        jobs = plan(args, raw, images, data, study)
+        studydir.write_study(study, {**info, "provenance": made_by})
+        jobs = plan(args, raw, images, data, study, made_by["code"]["content_hash"])
         todo = [job for job in jobs if not (Path(job.run_dir) / "run.json").is_file()]
         for job in jobs:
             if job not in todo:
                 print(f"skip  {job.name}: finished earlier", flush=True)
+        parallel, todo = one_wave(todo, args, device)
         logs = Path(scratch) / "logs"
         logs.mkdir()
-        finished, failed, not_started = run_all(todo, parallel, deadline, logs)
+        finished, failed, not_started, stopped = run_all(todo, parallel, deadline, logs, stop_at)
+    weights, problems = best_generators(study, args.out, "study")
+    made_by["wall_s"] = round(time.perf_counter() - started, 1)
+    studydir.write_study(study, {**info, "provenance": made_by})
     size = pack(study, args.out / "study.tar.gz")
-    report(finished, failed, not_started, time.perf_counter() - started)
+    report(finished, failed, not_started, stopped, time.perf_counter() - started)
     print(f"archive {args.out / 'study.tar.gz'}: {size / 2**20:.2f} MiB")
-    return 1 if failed else 0
+    for path in weights:
+        print(f"generator {path}: {path.stat().st_size / 2**20:.2f} MiB")
+    for problem in problems:
+        print(f"FAILED {problem}", file=sys.stderr)
+    print(provenance.line(made_by))
+    return 1 if failed or problems else 0
 
 
-def report(finished: list[dict], failed: list[str], not_started: list[Job], total_s: float) -> None:
+def report(finished: list[dict], failed: list[str], not_started: list[Job], stopped: list[str],
+           total_s: float) -> None:
     print("\nrun | wall s | training s")
     for result in finished:
         print(f"{result['name']} | {result['wall_s']:.1f} | {result['train_s']:.1f}")
@@ -515,6 +615,9 @@ def report(finished: list[dict], failed: list[str], not_started: list[Job], tota
     if not_started:
         print(f"budget spent: {len(not_started)} runs not started "
               f"({', '.join(job.name for job in not_started)}); run again to add them")
+    if stopped:
+        print(f"time limit: {len(stopped)} runs stopped ({', '.join(stopped)}); run again to redo "
+              "them")
     if failed:
         print(f"FAILED: {', '.join(failed)} (why: above); run again to retry them", file=sys.stderr)
 

@@ -81,7 +81,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                "workspace is not touched\n"
                "  RUN_ID                       an MLflow run (its logged 'generator' model)\n"
                "  models:/catgan-fused@best    a registered model, by alias or version "
-               "(catgan compare --register)")
+               "(catgan compare --register)\n"
+               "  FILE.pt                      a generator file of the GPU study "
+               "(<archive>.generator-<variant>.pt; --nearest needs --data)")
     p.add_argument("source", nargs="?", default="models", help="where the generator is (below)")
     p.add_argument("-n", "--num", type=int, default=64,
                    help="images to draw, or latent walks with --interpolate (default: 64)")
@@ -150,7 +152,8 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
 def _add_study_page(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study-page", help="the study page of a study folder or a GPU study archive",
                        description="Builds study.html (and figures/) from a study folder, or from "
-                                   "the study.tar.gz that benchmarks/gpu_study.py wrote.")
+                                   "the study.tar.gz that benchmarks/gpu_study.py wrote (with the "
+                                   "generator files beside it, <archive>.generator-*.pt).")
     p.add_argument("source", type=Path, help="a study folder (holding study.json) or a .tar.gz")
     p.add_argument("--out", type=Path, default=None,
                    help="where an archive is unpacked (default: studies/<archive name>)")
@@ -162,9 +165,21 @@ def _study_page(args: argparse.Namespace) -> None:
 
     folder = args.source
     if folder.is_file():
-        name = folder.name.removesuffix(".gz").removesuffix(".tar")
-        folder = studydir.unpack(folder, args.out or Path("studies") / name)
+        folder = studydir.unpack(folder, args.out or Path("studies") / studydir.archive_stem(folder))
     studypage.publish(folder)
+
+
+def _add_server(sub: argparse._SubParsersAction) -> None:
+    # Its own parser reads the rest of the command line (catgan/server.py), --help included.
+    p = sub.add_parser("server", help="the team's MLflow server: start, stop, add-user NAME",
+                       add_help=False)
+    p.set_defaults(run=_server)
+
+
+def _server(argv: list[str]) -> None:
+    from catgan import server
+
+    server.main(argv, prog="catgan server")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_study(sub)
     _add_study_page(sub)
+    _add_server(sub)
     return parser
 
 
@@ -182,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "study":
+    if args.command in ("study", "server"):
         args.run(rest)
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -7,13 +7,15 @@ cache restores every stage whose code, data and params did not change.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from catgan.compare import from_dvc, render, stats
-from catgan.config import VARIANTS
+from catgan.config import VARIANTS, flatten, load_params, parse_params
 from catgan.dvccli import dvc
 from catgan.errors import UserError, cli_entry
 from catgan.table import align
@@ -64,6 +66,33 @@ def settings(argv: list[str] | None = None) -> dict[str, object]:
     return chosen
 
 
+def check(chosen: dict[str, object]) -> None:
+    """Apply the overrides to a copy of params.yaml as ``dvc exp run -S`` will (DVC's own Hydra
+    parser), and load it with the stages' params check: a bad value fails here, in one line,
+    before the previous demo experiments are removed."""
+    import yaml
+    from dvc.exceptions import DvcException
+    from dvc.utils.hydra import apply_overrides
+
+    known = flatten(load_params())
+    for key in chosen:
+        if key not in known:
+            raise UserError(f"-S {key}: no such key in params.yaml; `dvc exp run -S` only sets "
+                            "existing keys (README.md, 'Parameters', lists them)")
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "params.yaml"
+        shutil.copyfile("params.yaml", copy)
+        for key, value in chosen.items():
+            try:
+                apply_overrides(copy, [f"{key}={value}"])
+            except DvcException as err:
+                cause = str(err.__cause__ or err).strip().splitlines()[0]
+                raise UserError(f"-S {key}={value}: DVC cannot parse it ({cause}); write it as "
+                                "`dvc exp run -S` takes it (Hydra override syntax)") from None
+        parse_params(yaml.safe_load(copy.read_text(encoding="utf-8")),
+                     source="params.yaml with the demo's -S overrides")
+
+
 def run_experiments(chosen: dict[str, object]) -> None:
     existing = {e.name for e in from_dvc.exp_show(Path.cwd())}
     stale = [exp_name(v) for v in VARIANTS if exp_name(v) in existing]
@@ -105,6 +134,7 @@ def report_paths() -> dict[str, Path]:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     chosen = settings(argv)
+    check(chosen)
     start = time.time()
     run_experiments(chosen)
     names = [exp_name(v) for v in VARIANTS]

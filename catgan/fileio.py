@@ -2,7 +2,9 @@
 
 Temp files and folders sit beside their target as ``.<name>.<pid>.<random>.tmp``. A process killed
 mid-write leaves its temp behind; the next write to the same target removes temps whose process
-is gone. A full disk becomes a UserError that names the target.
+is gone. A full disk becomes a UserError that names the target. Files and folders get the mode a
+plain ``open()`` or ``mkdir`` would give them (0666 or 0777 less the umask), so a teammate or a web
+server sharing the folder can read them; a file that holds a secret asks for 0600.
 """
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from catgan.errors import UserError
@@ -20,14 +22,14 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str = ""):
-    """Yield a temp path beside ``target``; rename it onto ``target`` only if the block succeeds."""
+def atomic_path(target: str | os.PathLike, suffix: str = "", mode: int = 0o666):
+    """Yield a temp path beside ``target``; rename it onto ``target`` only if the block succeeds.
+    The file has ``mode`` less the umask, as ``os.open`` gives it."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=suffix + ".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = _new_temp(target, suffix, lambda path: os.close(
+        os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)))
     try:
         with _disk_full_is_user_error(target):
             yield tmp
@@ -44,7 +46,7 @@ def atomic_dir(target: str | os.PathLike):
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
+    tmp = _new_temp(target, "", lambda path: os.mkdir(path, 0o777))
     try:
         with _disk_full_is_user_error(target):
             yield tmp
@@ -70,13 +72,13 @@ def preallocate(path: str | os.PathLike) -> None:
             os.posix_fallocate(fh.fileno(), 0, size)
 
 
-def write_bytes(target: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(target) as tmp:
+def write_bytes(target: str | os.PathLike, data: bytes, mode: int = 0o666) -> None:
+    with atomic_path(target, mode=mode) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(target: str | os.PathLike, text: str) -> None:
-    write_bytes(target, text.encode("utf-8"))
+def write_text(target: str | os.PathLike, text: str, mode: int = 0o666) -> None:
+    write_bytes(target, text.encode("utf-8"), mode)
 
 
 def write_json(target: str | os.PathLike, obj) -> None:
@@ -99,6 +101,19 @@ def _disk_full_is_user_error(target: Path):
 
 def _temp_prefix(target: Path) -> str:
     return f".{target.name}.{os.getpid()}."
+
+
+def _new_temp(target: Path, suffix: str, create) -> Path:
+    """A fresh temp name beside ``target``, made by ``create``. Not tempfile's mkstemp or mkdtemp:
+    they make 0600 files and 0700 folders whatever the umask."""
+    for _ in range(100):
+        path = target.with_name(f"{_temp_prefix(target)}{secrets.token_hex(4)}{suffix}.tmp")
+        try:
+            create(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no unused temp name", str(target.parent))
 
 
 def _remove_stale_temps(target: Path) -> None:

@@ -70,9 +70,29 @@ def open_client(uri: str, *, must_exist: bool = False, fix: str = "fix tracking.
             client = Retrying(MlflowClient(tracking_uri=uri))
             client.search_experiments(max_results=1)  # MLflow opens, creates or migrates lazily
     except Exception as err:
+        if _status(err) == 401:
+            raise UserError(_login_refused(uri)) from None
         raise UserError(f"MLflow tracking store {redact(uri)} is unreachable ({type(err).__name__}: "
                         f"{redact(first_line(err))}); {fix}") from None
     return client
+
+
+def _status(err: Exception) -> int | None:
+    """The HTTP status of an MLflow error from a tracking server."""
+    from mlflow.exceptions import MlflowException
+
+    return err.get_http_status_code() if isinstance(err, MlflowException) else None
+
+
+def _login_refused(uri: str) -> str:
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    given = all(read_mlflow_creds()) or PASSWORD_IN_URL.search(uri)
+    return (f"MLflow tracking server {redact(uri)} "
+            + ("refused the user and password given" if given else "asks for a user and password")
+            + " (HTTP 401); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to the ones in "
+            "the credentials file the server's admin made for you (`make server-user NAME=<you>`), "
+            "or put that file at ~/.mlflow/credentials")
 
 
 def finished_runs(uri: str, experiment: str) -> tuple[Retrying, list]:

@@ -46,6 +46,8 @@ thead th { background: var(--band); }
 tbody tr:nth-child(even) { background: #fafbfc; }
 tfoot td { font-weight: 600; border-top: 2px solid var(--muted); border-bottom: none; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th.group { text-align: center; }
+td:first-child { white-space: nowrap; }
 code { font: .8rem/1.4 ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
        overflow-wrap: anywhere; }
 """
@@ -75,7 +77,8 @@ def write_page(path: Path, title: str, sections: list[tuple[str, str, str]],
                lead: str = "") -> None:
     """A page of (anchor, heading, html) sections, empty ones left out, linked from its header."""
     sections = [s for s in sections if s[2]]
-    nav = "".join(f'<a href="#{anchor}">{escape(name)}</a>' for anchor, name, _ in sections)
+    # a space between links: where the header is narrower than the links, they wrap
+    nav = " ".join(f'<a href="#{anchor}">{escape(name)}</a>' for anchor, name, _ in sections)
     body = "".join(f'<section id="{anchor}"><h2>{escape(name)}</h2>{html}</section>'
                    for anchor, name, html in sections)
     write_text(path, '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -1,8 +1,10 @@
 """A team's MLflow tracking server: PostgreSQL as its store, artifacts served through it.
 
-``python -m catgan.server start|stop`` (``make server``, ``make server-stop``). Everything lives in
-one folder (default ``.server/`` at the project root): the PostgreSQL cluster, the served artifacts,
-the logs, and the pid file of the MLflow server, so that stop ends exactly what start began.
+``python -m catgan.server start|stop|add-user NAME`` (``make server``, ``make server-stop``,
+``make server-user NAME=...``). Everything lives in one folder (default ``.server/`` at the project
+root): the PostgreSQL cluster, the served artifacts, the logs, the users' credentials, and the pid
+file of the MLflow server, so that stop ends exactly what start began. A server that lets in more
+than this machine asks for a user and password (catgan.serverauth).
 PostgreSQL refuses to run as root: as root its commands run as the user ``postgres`` that Debian's
 package creates, which then owns the cluster's folder.
 """
@@ -17,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from catgan import serverauth
 from catgan.config import project_root
 from catgan.errors import UserError, cli_entry
 from catgan.fileio import write_text
@@ -29,29 +32,40 @@ _INSTALL = "install it with `apt-get install postgresql`"
 
 
 def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 2,
-          timeout: float = 120) -> str:
-    """PostgreSQL (initialised on first use), its database, then the MLflow server; its URL."""
+          timeout: float = 120, auth: bool | None = None) -> str:
+    """PostgreSQL (initialised on first use), its databases, then the MLflow server; its URL.
+
+    ``auth``: run MLflow's basic-auth app (SERVER_AUTH); None: only where ``host`` is not loopback.
+    """
     folder = folder.resolve()
     if pid := _mlflow_pid(folder):
         raise UserError(f"an MLflow server from {folder} is already running (pid {pid}); stop it "
                         "first with `make server-stop`")
     check_port(host, port, "the MLflow server", "SERVER_PORT")
+    serverauth.warn_if_open(host, auth)
+    auth = serverauth.wanted(host, auth)
     pg_port = _start_postgres(folder)
-    _create_database(folder, pg_port)
+    existed = _create_databases(folder, pg_port,
+                                (DATABASE, serverauth.DATABASE) if auth else (DATABASE,))
     artifacts = folder / "artifacts"
     artifacts.mkdir(exist_ok=True)
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
-           "--backend-store-uri", f"postgresql+psycopg2://{USER}@127.0.0.1:{pg_port}/{DATABASE}",
+           "--backend-store-uri", _database_uri(pg_port, DATABASE),
            "--serve-artifacts", "--artifacts-destination", str(artifacts),
            "--host", host, "--port", str(port), "--workers", str(workers)]
     env = {**os.environ, "PGPASSFILE": str(folder / "pgpass"),
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if auth:
+        cmd += ["--app-name", "basic-auth"]
+        env.update(serverauth.server_env(folder, _database_uri(pg_port, serverauth.DATABASE),
+                                         serverauth.DATABASE in existed))
     with open(folder / "mlflow.log", "ab") as log:
         # Its own session: stop signals its whole group (the workers) and nothing else.
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
     write_text(folder / "mlflow.pid", f"{proc.pid}\n")
     url = f"http://{client_host(host)}:{port}"
+    write_text(folder / "mlflow.url", url + "\n")
     try:
         wait_answering(f"{url}/health", proc, timeout, f"the MLflow server ({url})",
                        lambda: f"see {folder / 'mlflow.log'}")
@@ -61,13 +75,23 @@ def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, workers: int 
     return url
 
 
+def running_url(folder: Path) -> str:
+    """The URL of the MLflow server started from ``folder``, which must be running."""
+    folder = folder.resolve()
+    if not _mlflow_pid(folder) or not (folder / "mlflow.url").is_file():
+        raise UserError(f"no MLflow server of {folder} is running; start it with `make server` "
+                        "(with SERVER_DIR, if not .server)")
+    return (folder / "mlflow.url").read_text().strip()
+
+
 def stop(folder: Path) -> bool:
     """Stop the MLflow server and PostgreSQL started from ``folder``; whether either was running."""
     folder = folder.resolve()
     pid = _mlflow_pid(folder)
     if pid:
         stop_group(pid, _STOP_TIMEOUT)
-    (folder / "mlflow.pid").unlink(missing_ok=True)
+    for name in ("mlflow.pid", "mlflow.url"):
+        (folder / name).unlink(missing_ok=True)
     cluster = folder / "postgres"
     running = cluster.is_dir() and _pg(folder, "pg_ctl", "-D", str(cluster), "status", check=False).returncode == 0
     if running:
@@ -97,7 +121,7 @@ def _init_cluster(folder: Path, cluster: Path) -> None:
     cluster.mkdir(mode=0o700)
     password = secrets.token_hex(16)
     pwfile = folder / "postgres.pw"
-    write_text(pwfile, password + "\n")
+    write_text(pwfile, password + "\n", mode=0o600)
     try:
         for path in (cluster, pwfile):
             _give_to_postgres(path)
@@ -106,11 +130,16 @@ def _init_cluster(folder: Path, cluster: Path) -> None:
     finally:
         pwfile.unlink(missing_ok=True)
     pgpass = folder / "pgpass"
-    write_text(pgpass, f"127.0.0.1:*:*:{USER}:{password}\n")
-    pgpass.chmod(0o600)  # libpq ignores a password file others can read
+    # 0600 from the start: libpq ignores a password file others can read, and none may read it.
+    write_text(pgpass, f"127.0.0.1:*:*:{USER}:{password}\n", mode=0o600)
 
 
-def _create_database(folder: Path, pg_port: int) -> None:
+def _database_uri(pg_port: int, database: str) -> str:
+    return f"postgresql+psycopg2://{USER}@127.0.0.1:{pg_port}/{database}"  # password: in PGPASSFILE
+
+
+def _create_databases(folder: Path, pg_port: int, names: tuple[str, ...]) -> set[str]:
+    """Create those of ``names`` the cluster lacks; the names it had."""
     import psycopg2
 
     os.environ["PGPASSFILE"] = str(folder / "pgpass")
@@ -122,13 +151,18 @@ def _create_database(folder: Path, pg_port: int) -> None:
                         f"({str(err).strip().splitlines()[0]}); see {folder / 'postgres'}/server.log"
                         ) from None
     conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction (nor `with conn`)
+    existed = set()
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-            if cur.fetchone() is None:
-                cur.execute(f"CREATE DATABASE {DATABASE}")
+            for name in names:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(f"CREATE DATABASE {name}")
+                else:
+                    existed.add(name)
     finally:
         conn.close()
+    return existed
 
 
 def _pg(folder: Path, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -184,20 +218,36 @@ def _mlflow_pid(folder: Path) -> int | None:
 
 
 @cli_entry
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m catgan.server", description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("start", "stop"))
+def main(argv: list[str] | None = None, prog: str = "python -m catgan.server") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=("start", "stop", "add-user"))
+    parser.add_argument("name", nargs="?", help="add-user: the new user's name")
     parser.add_argument("--dir", type=Path, default=None,
                         help="the server's folder (default: .server at the project root)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port to serve on (default: 5000)")
     parser.add_argument("--workers", type=int, default=2, help="MLflow server worker processes")
+    parser.add_argument("--auth", choices=("0", "1"), default=None,
+                        help="1: users must log in, 0: anyone may (default: 1 unless --host is "
+                             "loopback)")
     args = parser.parse_args(argv)
-    folder = args.dir or project_root() / ".server"
+    if (args.action == "add-user") != bool(args.name):
+        parser.error("add-user takes the new user's name (make server-user NAME=<name>), and "
+                     "only add-user does")
+    folder = (args.dir or project_root() / ".server").resolve()
     if args.action == "start":
-        url = start(folder, args.host, args.port, args.workers)
+        auth = None if args.auth is None else args.auth == "1"
+        url = start(folder, args.host, args.port, args.workers, auth=auth)
         print(f"MLflow server at {url} (PostgreSQL store and artifacts in {folder}); point runs at "
               f"it with MLFLOW_TRACKING_URI={url}; `make server-stop` stops it", flush=True)
+        if serverauth.wanted(args.host, auth):
+            print("Users must log in: the admin's credentials are in "
+                  f"{serverauth.credentials_file(folder, serverauth.ADMIN)}; `make server-user "
+                  "NAME=<name>` adds a teammate", flush=True)
+    elif args.action == "add-user":
+        path = serverauth.add_user(folder, args.name, lambda: running_url(folder))
+        print(f"added user '{args.name}' to the MLflow server of {folder}; their credentials are "
+              f"in {path}: hand them that file, to put at ~/.mlflow/credentials", flush=True)
     elif stop(folder):
         print(f"stopped the MLflow server and PostgreSQL of {folder}")
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,7 @@ def wait(names: list[str], jobs: int, poll_s: float = 10.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    started = time.perf_counter()
     args = parse_args(argv)
     runs = plan(args)
     params = load_params()
@@ -166,10 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         raise UserError(f"the MLflow store holds no finished run for {', '.join(missing)}; run "
                         "the same command without --page-only to train them")
-    from catgan import studyexport, studypage  # torch and matplotlib: only needed at the end
+    from catgan import provenance, studyexport, studypage  # torch and matplotlib: only at the end
 
     out = args.out or project_root() / "studies" / args.name
-    studyexport.export(tracker, args.name, [done[r.name] for r in runs], out)
+    command = ["catgan", "study", *(sys.argv[1:] if argv is None else argv)]
+    made_by = provenance.record(command, wall_s=time.perf_counter() - started)
+    studyexport.export(tracker, args.name, [done[r.name] for r in runs], out, made_by)
     page = studypage.publish(out)
     tracker.client.log_artifact(parent, str(page))
     tracker.client.set_terminated(parent, "FINISHED")

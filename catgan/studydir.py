@@ -1,20 +1,29 @@
 """A study folder: everything a study page needs, whichever machine trained the runs.
 
-    <study>/study.json             name, device, data (content_hash, images), settings, parent run
+    <study>/study.json             format, name, device, data (content_hash, images), settings,
+                                   parent run, provenance (catgan/provenance.py: code, versions,
+                                   device, command line, wall time)
     <study>/runs/<run>/run.json    kind, variant, seed, g_loss, epochs, steps, batch_size,
                                    images_seen, wall_s, device, eval (the evaluate stage's metrics)
     <study>/runs/<run>/history.csv one row per epoch (train.HISTORY_COLUMNS; blank where not measured)
     <study>/runs/<run>/steps.csv   one row every log_every steps (step, epoch, train.COLUMNS)
     <study>/runs/<run>/grids/epoch_NNN.png   the fixed-latent grid after each epoch (0 = untrained)
+    <study>/weights/generator-<variant>.pt   optional: the lowest-SWD study run's generator of each
+                                   variant, in fp16 (catgan/weightsfile.py)
 
 ``kind`` is ``study`` (a variant x seed run of the comparison), ``saturating`` (the same training
 with the saturating G loss, for the loss question) or ``course`` (the course's own loop, for parity).
-The local study command exports MLflow runs into this layout; the GPU study writes it directly.
+The local study command exports MLflow runs into this layout; the GPU study writes it directly,
+packs all but the weights into one archive and writes each weights file beside it, as
+``<archive stem>.generator-<variant>.pt``: ``unpack`` puts them back under weights/.
+
+Format 1 (before provenance and weights) is still read; its page says what it lacks.
 """
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -23,7 +32,9 @@ from catgan.errors import UserError
 from catgan.fileio import atomic_dir, write_json
 
 KINDS = ("study", "saturating", "course")
-FORMAT = 1
+FORMAT = 2
+READABLE = (1, 2)
+WEIGHTS = "weights"
 
 
 @dataclass
@@ -71,9 +82,9 @@ def load_study(root: Path) -> tuple[dict, list[Run]]:
                         "first, or pass the folder that holds study.json") from None
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"{path}: not a readable study file ({err}); run the study again") from None
-    if info.get("format") != FORMAT:
-        raise UserError(f"{path}: study format {info.get('format')!r}, expected {FORMAT}; "
-                        "rebuild it with this version of catgan")
+    if info.get("format") not in READABLE:
+        raise UserError(f"{path}: study format {info.get('format')!r}, expected one of "
+                        f"{', '.join(map(str, READABLE))}; rebuild it with this version of catgan")
     runs = [Run(run, json.loads((run / "run.json").read_text(encoding="utf-8")),
                 read_csv(run / "history.csv"), read_csv(run / "steps.csv"))
             for run in sorted(p.parent for p in (root / "runs").glob("*/run.json"))]
@@ -81,8 +92,31 @@ def load_study(root: Path) -> tuple[dict, list[Run]]:
     return info, runs
 
 
+def weights_name(variant: str) -> str:
+    return f"generator-{variant}.pt"
+
+
+def weights(root: Path) -> dict[str, Path]:
+    """Variant -> its generator file under ``root/weights``; empty when none came with the study."""
+    return {p.name.removeprefix("generator-").removesuffix(".pt"): p
+            for p in sorted((root / WEIGHTS).glob(weights_name("*")))}
+
+
+def archive_stem(archive: Path) -> str:
+    """``study`` for study.tar.gz: the name that the folder and the weights files beside share."""
+    return Path(archive).name.removesuffix(".gz").removesuffix(".tar")
+
+
+def weights_beside(archive: Path) -> dict[str, Path]:
+    """Variant -> the generator file written beside ``archive`` (``<stem>.generator-<variant>.pt``)."""
+    prefix = f"{archive_stem(archive)}."
+    return {p.name.removeprefix(prefix + "generator-").removesuffix(".pt"): p
+            for p in sorted(Path(archive).parent.glob(prefix + weights_name("*")))}
+
+
 def unpack(archive: Path, dest: Path) -> Path:
-    """Extract a study archive into ``dest/study`` (replacing it); returns that folder.
+    """Extract a study archive into ``dest/study`` (replacing it), with the generator files found
+    beside the archive under its weights/; returns that folder.
 
     Members must lie inside ``study/``; tarfile's ``data`` filter refuses links out, devices etc."""
     archive, dest = Path(archive), Path(dest)
@@ -101,6 +135,9 @@ def unpack(archive: Path, dest: Path) -> Path:
             for entry in (tmp / "study").iterdir():
                 entry.rename(tmp / entry.name)
             (tmp / "study").rmdir()
+            for variant, path in weights_beside(archive).items():
+                (tmp / WEIGHTS).mkdir(exist_ok=True)
+                shutil.copyfile(path, tmp / WEIGHTS / weights_name(variant))
     except FileNotFoundError:
         raise UserError(f"{archive}: not found; pass the study.tar.gz that gpu_study wrote") from None
     except (tarfile.TarError, EOFError, OSError) as err:

@@ -20,8 +20,9 @@ from catgan.train import steps_per_epoch
 _GRID = re.compile(r"samples[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][^+%]+\.png")
 
 
-def export(tracker, study: str, runs: list, out: Path) -> Path:
-    """Write ``runs`` (MLflow Run objects of ``study``) under ``out``; returns ``out``."""
+def export(tracker, study: str, runs: list, out: Path, made_by: dict | None = None) -> Path:
+    """Write ``runs`` (MLflow Run objects of ``study``) under ``out``, with ``made_by``
+    (catgan.provenance.record) in study.json; returns ``out``."""
     client = tracker.client
     # MLflow draws a progress bar per downloaded file: one per grid would drown the study's output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -37,6 +38,7 @@ def export(tracker, study: str, runs: list, out: Path) -> Path:
                  "source": _source(first.params)},
         "settings": client.get_run(parent).data.params if parent else {},
         "parent_run_id": parent,
+        **({"provenance": made_by} if made_by else {}),
     })
     return out
 

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
+from catgan import provenance, studysamples
 from catgan.compare import render, stats
 from catgan.compare.runs import Record
 from catgan.config import flat_numbers
@@ -23,7 +24,7 @@ from catgan.images import save_png
 from catgan.losses import g_loss
 from catgan.plots import write_video
 from catgan.report import data_uri, figure, side_by_side, write_page
-from catgan.studydir import KINDS, Run, load_study
+from catgan.studydir import KINDS, Run, load_study, weights
 
 CONFIDENCE = 0.95
 METRICS = ("eval.swd.*", "eval.diversity.*", "eval.scores.*")
@@ -31,6 +32,8 @@ KEY_METRIC, DIVERSITY = "eval.swd.swd_avg", "eval.diversity.diversity_ratio"
 LABEL_W, LABEL_H, GAP, FONT_SIZE = 72, 24, 4, 14  # the grids composite's label bands
 DPI, FPS = 110, 4
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+LABELS = {"diversity_ratio": "diversity ratio", "diversity_fake": "diversity, fakes",
+          "diversity_real": "diversity, reals", "real": "D(real)", "fake": "D(G(z))"}
 
 
 def build_page(study_dir: Path, out_html: Path, figures_dir: Path | None = None) -> Path:
@@ -55,8 +58,11 @@ def build_page(study_dir: Path, out_html: Path, figures_dir: Path | None = None)
             ("videos", "Progress, epoch by epoch", _videos(groups, Path(tmp))),
             ("q1", "Why the generator maximises log D(G(z))", _q1(kinds, figs)),
             ("parity", "Parity with the course loop", _parity(groups, kinds["course"], figs)),
+            ("samples", "Samples from the returned generators",
+             studysamples.section(study_dir, info, runs, figs)),
+            ("provenance", "Provenance", _provenance(info, runs)),
             ("reproduce", "How to reproduce", _reproduce(info)),
-        ], lead=_verdict(summary))
+        ], lead=_verdict(summary) + _missing(info, study_dir))
     return out_html
 
 
@@ -86,14 +92,25 @@ def _span(metric: str, ci: tuple[float, float] | None) -> str:
     return "–" if ci is None else f"[{_fmt(metric, ci[0])}, {_fmt(metric, ci[1])}]"
 
 
-def _table(head: list[str], rows: list[list[str]], text_cols: int = 1) -> str:
-    """Cells are plain text; all but the first ``text_cols`` (and the last) are right-aligned."""
+def _table(head: list[str], rows: list[list[str | tuple[str, str]]], text_cols: int = 1,
+           groups: list[tuple[str, int]] | None = None) -> str:
+    """Cells are plain text, or (text, tooltip); all but the first ``text_cols`` (and the last) are
+    right-aligned. ``groups``: (heading, columns spanned) for a header row above ``head``."""
     def cls(i: int, n: int) -> str:
         return "" if i < text_cols or i == n - 1 else ' class="num"'
+
+    def td(i: int, n: int, cell: str | tuple[str, str]) -> str:
+        text, tip = cell if isinstance(cell, tuple) else (cell, "")
+        title = f' title="{escape(tip)}"' if tip else ""
+        return f"<td{cls(i, n)}{title}>{escape(text)}</td>"
+
+    top = "".join(f'<th colspan="{n}" class="group">{escape(h)}</th>' if n > 1 else
+                  f"<th>{escape(h)}</th>" for h, n in groups or [])
     th = "".join(f"<th{cls(i, len(head))}>{escape(h)}</th>" for i, h in enumerate(head))
-    tr = "".join("<tr>" + "".join(f"<td{cls(i, len(r))}>{escape(c)}</td>" for i, c in enumerate(r))
-                 + "</tr>" for r in rows)
-    return (f'<div class="table-wrap"><table><thead><tr>{th}</tr></thead>'
+    tr = "".join("<tr>" + "".join(td(i, len(r), c) for i, c in enumerate(r)) + "</tr>"
+                 for r in rows)
+    top = f"<tr>{top}</tr>" if top else ""
+    return (f'<div class="table-wrap"><table><thead>{top}<tr>{th}</tr></thead>'
             f"<tbody>{tr}</tbody></table></div>")
 
 
@@ -148,19 +165,71 @@ def _budget(info: dict, runs: list[Run]) -> str:
 def _compare_table(summary: stats.Summary) -> str:
     a, b = summary.variants
     pct = f"{summary.confidence:.0%}"
-    head = ["metric"] + [f"{v} {col}" for v in (a, b) for col in ("mean", "sd", f"{pct} interval")]
     rows = []
     for row in summary.rows:
         m = row.metric
-        cells = [m]
+        cells: list[str | tuple[str, str]] = [(label(m), m)]
         for s in row.stats:
-            cells += [_fmt(m, s.mean), "–" if s.std is None else _fmt(m, s.std), _span(m, s.ci)]
+            cells += [_fmt(m, s.mean), "–" if s.std is None else _fmt(m, s.std),
+                      "identical" if s.identical else _span(m, s.ci)]
         diff = ("+" if row.difference >= 0 else "") + _fmt(m, row.difference)
         rows.append(cells + [f"{diff} {_span(m, row.interval)}", row.verdict])
-    return _table(head + [f"{b} − {a} [Welch {pct}]", "verdict"], rows) + (
+    head = ["metric", *(["mean", "sd", f"{pct} interval"] * 2), f"{b} − {a} [Welch {pct}]",
+            "verdict"]
+    groups = [("", 1), (a, 3), (b, 3), ("", 2)]
+    return _table(head, rows, groups=groups) + (
         f"<p>{len(summary.runs)} study runs. sd: the seed-to-seed standard deviation; intervals: "
-        f"Student t over seeds, Welch t for the difference. SWD is x1e3, lower is better; the "
-        "diversity ratio is best toward 1.</p>")
+        f"Student t over seeds, Welch t for the difference; identical: the same value in every "
+        f"seed. SWD is x1e3, lower is better; the diversity ratio is best toward 1; D(real) and "
+        f"D(G(z)) are the discriminator's mean sigmoid on real and generated images. Hover a "
+        f"metric for its key in eval.json.</p>")
+
+
+def label(metric: str) -> str:
+    """A short name for an eval metric's key, as the page's tables show it."""
+    leaf = metric.rsplit(".", 1)[-1]
+    if leaf.startswith("swd_"):
+        scale = leaf.removeprefix("swd_")
+        return "SWD, average" if scale == "avg" else f"SWD, {scale} px"
+    return LABELS.get(leaf, leaf.replace("_", " "))
+
+
+def _missing(info: dict, study_dir: Path) -> str:
+    """One line on what an older or partial study folder lacks; "" when it lacks nothing."""
+    lacks = []
+    if not info.get("provenance"):
+        lacks.append("no provenance (commit or code hash, versions, command line, wall time)")
+    if not weights(study_dir):
+        lacks.append("no generator weights (<archive>.generator-<variant>.pt beside its archive), "
+                     "so no samples")
+    if not lacks:
+        return ""
+    return (f'<p class="missing">This study folder (format {info.get("format")}) has '
+            f'{escape(" and ".join(lacks))}.</p>')
+
+
+def _provenance(info: dict, runs: list[Run]) -> str:
+    made = info.get("provenance")
+    if not made:
+        return ""
+    code = made["code"]
+    rows = [["code", provenance.code_line(code)], ["content hash", code["content_hash"]]]
+    if code.get("note"):
+        rows.append(["note", code["note"]])
+    rows += [["versions", f"Python {made['python']}, torch {made['torch']}, CUDA "
+                          f"{made['cuda'] or 'none'}, cuDNN {made['cudnn'] or 'none'}"],
+             ["device", made["device"]], ["command", made["command"]],
+             ["date", made["date"]],
+             ["wall time", "–" if made.get("wall_s") is None else f"{made['wall_s']:,.1f} s, "
+                           "the command that wrote this folder"]]
+    other = sorted({r.name for r in runs if r.meta.get("code") not in (None, code["content_hash"])})
+    if other:
+        rows.append(["other code", f"{', '.join(other)}: trained by another version of the code "
+                                   "(an earlier call of a resumed study)"])
+    return _table(["what", "value"], rows, text_cols=2) + (
+        "<p>Where the study ran without a git checkout of this project, "
+        "<code>python -m catgan.provenance</code> in a checkout prints its code's content hash "
+        "to compare with.</p>")
 
 
 def _reproduce(info: dict) -> str:

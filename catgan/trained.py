@@ -43,7 +43,8 @@ class Trained:
 
 def open_trained(source: str, repo: Path, tracking_uri: Callable[[], str]) -> Trained:
     """``source``: ``models:/name@alias`` or ``models:/name/version``, an MLflow run id (or
-    ``runs:/<id>``), a folder holding generator.pt and run.json, or a DVC experiment's name."""
+    ``runs:/<id>``), a folder holding generator.pt and run.json, a generator file of the GPU study
+    (``.pt``), or a DVC experiment's name."""
     if source.startswith("models:/"):
         return from_registry(source, tracking_uri())
     if source.startswith("runs:/") or RUN_ID.fullmatch(source):
@@ -51,6 +52,8 @@ def open_trained(source: str, repo: Path, tracking_uri: Callable[[], str]) -> Tr
     folder = Path(source) if Path(source).is_absolute() else repo / source
     if folder.is_dir():
         return from_folder(folder)
+    if folder.suffix == ".pt" and folder.is_file():
+        return from_weights_file(folder)
     return from_experiment(repo, source)
 
 
@@ -128,8 +131,6 @@ def experiment_rev(repo: Path, name: str) -> str:
 def from_files(weights: bytes, run: dict, where: str, params_yaml: str | None) -> Trained:
     """``params_yaml``: the params.yaml beside the models, whose model.latent_dim stands in for
     run.json's in models trained before run.json recorded it."""
-    from catgan.imagemodel import from_state_dict
-
     variant, latent_dim = run.get("variant"), run.get("latent_dim")
     if latent_dim is None and params_yaml is not None:
         import yaml
@@ -137,9 +138,8 @@ def from_files(weights: bytes, run: dict, where: str, params_yaml: str | None) -
         from catgan.config import parse_params
 
         latent_dim = parse_params(yaml.safe_load(params_yaml)).model.latent_dim
-    if variant not in VARIANTS or not isinstance(latent_dim, int):
-        raise UserError(f"{where}: run.json names variant {variant!r} and latent_dim "
-                        f"{latent_dim!r}, not a known variant and size; re-run the train stage")
+    fix = "re-run the train stage"
+    _check_kind(variant, latent_dim, where, "run.json", fix)
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -148,12 +148,39 @@ def from_files(weights: bytes, run: dict, where: str, params_yaml: str | None) -
     except (RuntimeError, EOFError) as err:
         raise UserError(f"{where}: generator.pt is not a PyTorch weights file "
                         f"({str(err).splitlines()[0]}); re-run the train stage") from None
+    return _fitted(variant, latent_dim, state, where, "generator.pt", "run.json", fix)
+
+
+def from_weights_file(path: Path) -> Trained:
+    """A generator file of the GPU study (catgan/weightsfile.py): fp16 weights, read as float32."""
+    from catgan import weightsfile
+
+    info, state = weightsfile.read(path)
+    variant, latent_dim = info.get("variant"), info.get("latent_dim")
+    fix = "pass a generator file the GPU study wrote"
+    _check_kind(variant, latent_dim, str(path), "its header", fix)
+    trained = _fitted(variant, latent_dim, state, str(path), "its state_dict", "its header", fix)
+    if info.get("run"):
+        trained.where = f"{path} ({info['run']})"
+    return trained
+
+
+def _check_kind(variant, latent_dim, where: str, said_by: str, fix: str) -> None:
+    if variant not in VARIANTS or not isinstance(latent_dim, int):
+        raise UserError(f"{where}: {said_by} names variant {variant!r} and latent_dim "
+                        f"{latent_dim!r}, not a known variant and size; {fix}")
+
+
+def _fitted(variant: str, latent_dim: int, state: dict, where: str, weights: str, said_by: str,
+            fix: str) -> Trained:
+    from catgan.imagemodel import from_state_dict
+
     try:
         model = from_state_dict(variant, latent_dim, state)
     except (RuntimeError, KeyError, AttributeError) as err:
-        raise UserError(f"{where}: generator.pt does not fit a {variant} generator with latent "
-                        f"size {latent_dim}, as run.json says ({str(err).splitlines()[0]}); "
-                        "re-run the train stage") from None
+        raise UserError(f"{where}: {weights} does not fit a {variant} generator with latent size "
+                        f"{latent_dim}, as {said_by} says ({str(err).splitlines()[0]}); "
+                        f"{fix}") from None
     return Trained(_no_grad(model), variant, latent_dim, where)
 
 

@@ -1,6 +1,7 @@
 """The team server of `make server` (catgan.server) for the tests, and its REST API read plainly."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -25,14 +26,15 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopba
 
 
 @contextmanager
-def team_server() -> Iterator[tuple[str, Path]]:
-    """PostgreSQL and the MLflow server started as `make server` starts them, on a free port, in a
-    folder of their own; then stopped, and checked gone. Yields the URL and the folder."""
+def team_server(auth: bool | None = None) -> Iterator[tuple[str, Path]]:
+    """PostgreSQL and the MLflow server started as `make server` starts them (``auth``: as
+    SERVER_AUTH), on a free port, in a folder of their own; then stopped, and checked gone. Yields
+    the URL and the folder."""
     # Not pytest's tmp_path: as root, PostgreSQL runs as user postgres, which cannot enter it (0700).
     folder = Path(tempfile.mkdtemp(prefix="catgan-server-"))
     folder.chmod(0o755)
     try:
-        url = server.start(folder, port=free_port(), workers=2)
+        url = server.start(folder, port=free_port(), workers=2, auth=auth)
         mlflow_pid, pg_pid = mlflow_pid_of(folder), postmaster_pid(folder)
         try:
             yield url, folder
@@ -76,17 +78,26 @@ def kill_mlflow(folder: Path) -> None:
 
 def api(url: str, endpoint: str, **query) -> dict:
     """GET /api/2.0/mlflow/<endpoint>?<query>, as JSON."""
-    with _OPENER.open(f"{url}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}",
-                      timeout=60) as response:
+    with call(f"{url}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}") as response:
         return json.load(response)
+
+
+def call(url: str, body: bytes | None = None):
+    """The open response to GET ``url`` (POST of JSON ``body``); a user:password in ``url`` is sent
+    as HTTP basic auth, as MLflow's clients send it."""
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if parts.password is not None:
+        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password)}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        url = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+    return _OPENER.open(urllib.request.Request(url, data=body, headers=headers), timeout=60)
 
 
 def search_runs(url: str, experiment: str = "catgan") -> list[dict]:
     exp = api(url, "experiments/get-by-name", experiment_name=experiment)["experiment"]
     body = json.dumps({"experiment_ids": [exp["experiment_id"]], "max_results": 1000}).encode()
-    request = urllib.request.Request(f"{url}/api/2.0/mlflow/runs/search", data=body,
-                                     headers={"Content-Type": "application/json"})
-    with _OPENER.open(request, timeout=60) as response:
+    with call(f"{url}/api/2.0/mlflow/runs/search", body) as response:
         return json.load(response).get("runs", [])
 
 
@@ -120,9 +131,11 @@ def artifacts(url: str, run_id: str, path: str = "") -> list[dict]:
     return api(url, "artifacts/list", run_id=run_id, path=path).get("files", [])
 
 
-def secret_uri(url: str) -> str:
-    """``url`` with a planted user and password: the server has no auth, so it takes them."""
-    return url.replace("http://", f"http://c4tg4n-user:{PASSWORD}@", 1)
+def secret_uri(url: str, user: str = "c4tg4n-user", password: str = PASSWORD) -> str:
+    """``url`` with a user and password (by default planted ones, which a server without auth
+    takes)."""
+    user, password = (urllib.parse.quote(part, safe="") for part in (user, password))
+    return url.replace("http://", f"http://{user}:{password}@", 1)
 
 
 def files_holding_mark(*folders: Path, skip: frozenset[Path] = frozenset()) -> list[str]:

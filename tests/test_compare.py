@@ -146,7 +146,9 @@ def test_exp_show_sample_gives_only_finished_experiments(caplog):
         ("pending", "baseline", 1)]
     fused1 = next(r for r in records if r.name == "fused-s1")
     assert fused1.metrics[SWD] == 31.0 and fused1.metrics["eval.swd.swd_64"] == 32.0
-    assert fused1.metrics["train.loss_d"] == 1.375 and fused1.metrics["train.epoch"] == 2.0
+    assert fused1.metrics["train.loss_d"] == 1.375
+    # The epochs trained, the evaluated set's size, whether FID ran: settings, not metrics
+    assert not {"train.epoch", "eval.num_samples", "eval.inception.computed"} & fused1.metrics.keys()
     assert "waiting (queued)" in caplog.text and "broken (failed)" in caplog.text
 
 
@@ -242,12 +244,15 @@ def mlflow_store(tmp_path_factory) -> str:
     def run(variant, seed, swd, start, status="FINISHED", experiment=exp):
         r = client.create_run(experiment, start_time=start,
                               run_name=f"{variant}-seed{seed}-{start}")
-        # The keys the train stage logs: per epoch and per step (catgan.outputs)
+        # The keys the train stage logs: per epoch, with the quality check, and per step
+        # (catgan.outputs); and evaluate's settings beside its metrics
         metrics = [Metric(EPOCH_KEY + "loss_d", 9.0, start, 1),
                    Metric(EPOCH_KEY + "loss_d", 1.0 + seed, start, 2),
+                   Metric(EPOCH_KEY + "swd_avg", 60.0 + seed, start, 2),
                    Metric(STEP_KEY + "loss_d", 5.0, start, 4)]
         if swd is not None:
-            metrics.append(Metric(SWD, swd, start, 2))
+            metrics += [Metric(SWD, swd, start, 2), Metric("eval.num_samples", 16, start, 2),
+                        Metric("eval.inception.computed", 0, start, 2)]
         client.log_batch(r.info.run_id, metrics=metrics, params=[
             Param("model.variant", variant), Param("train.seed", str(seed))])
         if status != "RUNNING":
@@ -270,7 +275,7 @@ def test_collect_mlflow_takes_finished_runs_and_latest_metrics(mlflow_store):
     by_key = {(r.variant, r.seed): r for r in records}
     assert [by_key["fused", s].metrics[SWD] for s in range(3)] == FUSED_SWD
     assert by_key["fused", 0].name == "fused-seed0-3000"
-    # Named as dvc exp show names them; per-step values are no final metric
+    # Named as dvc exp show names them; curves and settings are no final metric
     assert [by_key["baseline", s].metrics["train.loss_d"] for s in range(3)] == [1.0, 2.0, 3.0]
     assert all(sorted(r.metrics) == [SWD, "train.loss_d"] for r in records)
 

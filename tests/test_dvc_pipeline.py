@@ -108,9 +108,10 @@ def test_plots_diff_between_experiments_holds_both_runs(project, fused_exp):
         assert revisions(html, plot) == {"HEAD", "fused-exp"}, plot
 
 
-def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_store(project):
-    """Both variants queued and run two at a time, into a store that does not exist yet: its
-    first-time setup and then every write happen concurrently, from DVC's temp workspaces."""
+@pytest.fixture(scope="module")
+def swept(project: Path) -> str:
+    """Both variants with train.seed=7 queued and run two at a time, into a store that does not
+    exist yet (run after the tests that read fused-exp's MLflow run); the final queue status."""
     for leftover in project.glob("mlflow.db*"):
         leftover.unlink()
     sh(project, "dvc", "exp", "run", "--queue", "-S", "model.variant=baseline,fused",
@@ -122,7 +123,14 @@ def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_st
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
-    assert "Failed" not in status, status
+    return status
+
+
+def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_store(project,
+                                                                                 swept):
+    """The store's first-time setup and then every write happen concurrently, from DVC's temp
+    workspaces."""
+    assert "Failed" not in swept, swept
     from mlflow.tracking import MlflowClient
 
     from catgan.train import COLUMNS
@@ -149,6 +157,24 @@ def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_st
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"the two pipelines did not overlap, so nothing ran at once: {spans}"
     assert not list((project / ".dvc" / "tmp" / "exps").rglob("mlflow.db"))
+
+
+def test_compare_from_dvc_and_from_mlflow_gives_the_same_metrics_of_the_same_runs(project,
+                                                                                swept):
+    """The queued sweep's two runs, read from DVC's metric files and from the
+    MLflow store: the same keys, the same numbers, no settings among them."""
+    from catgan.compare import from_dvc, from_mlflow
+    from catgan.compare.runs import NOT_METRICS
+    from catgan.compare.stats import summarize
+
+    in_dvc = from_dvc.collect(project)
+    in_mlflow = from_mlflow.collect(f"sqlite:///{project / 'mlflow.db'}", "catgan")
+    swept = {(r.variant, r.seed): r.metrics for r in in_dvc if r.seed == 7}
+    assert sorted(swept) == [("baseline", 7), ("fused", 7)]
+    assert {(r.variant, r.seed): r.metrics for r in in_mlflow} == swept
+    assert all("eval.swd.swd_avg" in m and "train.loss_d" in m and not NOT_METRICS & m.keys()
+               for m in swept.values())
+    assert [r.metric for r in summarize(in_dvc).rows] == [r.metric for r in summarize(in_mlflow).rows]
 
 
 def test_demo_runs_both_variants_as_experiments_and_prints_the_comparison(project):

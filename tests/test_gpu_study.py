@@ -2,7 +2,10 @@
 in child processes, cut by its budget; the archive unpacked safely and turned into the study page."""
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +22,7 @@ from catgan.config import parse_params
 from catgan.data.archive import safe_extract_zip
 from catgan.data.preprocess import preprocess
 from catgan.errors import UserError
-from catgan import cli, studydir
+from catgan import cli, provenance, studydir, weightsfile
 from catgan.studydir import load_study
 from imagefactory import noise, png_bytes
 
@@ -103,14 +106,55 @@ def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
             assert run.history[0]["swd_avg"] > 0, run.name
     assert {r.meta["g_loss"] for r in runs if r.meta["kind"] == "saturating"} == {"saturating"}
 
+    # Made by this tree's code, named by its content hash (and its commit where it is a checkout).
+    made_by = info["provenance"]
+    assert info["format"] == studydir.FORMAT == 2
+    assert made_by["code"]["content_hash"] == provenance.content_hash()
+    assert {run.meta["code"] for run in runs} == {made_by["code"]["content_hash"]}
+    assert made_by["command"].startswith("python -m benchmarks.gpu_study --data ")
+    assert made_by["torch"] == torch.__version__ and made_by["device"].startswith("cpu")
+    assert made_by["wall_s"] > 0 and provenance.line(made_by) in stdout
+
 
 @pytest.mark.slow
-def test_the_page_is_built_from_the_archive(study, tmp_path):
+def test_the_lowest_swd_generator_of_each_variant_comes_back_beside_the_archive(study):
+    _, out, stdout = study
+    with tarfile.open(out / "study.tar.gz") as tar:
+        names = tar.getnames()
+    assert not [n for n in names if n.endswith(".pt") or "/weights" in n]  # files of their own
+    _, runs = load_study(out / "study")
+    for variant in ("baseline", "fused"):
+        path = out / f"study.generator-{variant}.pt"
+        assert 0 < path.stat().st_size <= weightsfile.LIMIT
+        assert f"generator {path}: " in stdout
+        info, _ = weightsfile.read(path)
+        mine = [r for r in runs if (r.meta["kind"], r.meta["variant"]) == ("study", variant)]
+        best = min(mine, key=lambda r: r.meta["eval"]["swd"]["swd_avg"])
+        assert (info["variant"], info["run"], info["swd_avg"]) == \
+            (variant, best.name, best.meta["eval"]["swd"]["swd_avg"])
+        assert info["data_hash"] == load_study(out / "study")[0]["data"]["content_hash"]
+    assert not (out / "study.generator-saturating.pt").exists()
+
+
+@pytest.mark.slow
+def test_the_page_is_built_from_the_archive_and_the_generators_beside_it(study, tmp_path):
     _, out, _ = study
     html = tmp_path / "page" / "study" / "study.html"
-    assert cli.main(["study-page", str(out / "study.tar.gz"), "--out", str(tmp_path / "page")]) == 0
+    # As `catgan study-page` runs: whatever warns (scipy on a metric identical in every seed) would
+    # reach its output.
+    proc = subprocess.run([sys.executable, "-c", "import sys; from catgan.cli import main; "
+                           "sys.exit(main(sys.argv[1:]))", "study-page", str(out / "study.tar.gz"),
+                           "--out", str(tmp_path / "page")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
+    assert "identical in every seed" in proc.stdout and "nan" not in proc.stdout
     text = html.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "Parity with the course loop" in text
+    assert sorted(p.name for p in (html.parent / "weights").iterdir()) == [
+        "generator-baseline.pt", "generator-fused.pt"]
+    samples = re.search(r'<section id="samples">(.*?)</section>', text, re.S).group(1)
+    assert "<h3>baseline</h3>" in samples and "<h3>fused</h3>" in samples
+    assert 'id="provenance"' in text and 'class="missing"' not in text
 
 
 @pytest.mark.slow
@@ -124,6 +168,35 @@ def test_a_second_call_skips_the_finished_runs_and_redoes_a_lost_one(study):
     assert skipped == EXPECTED - {"course-fused-seed1"} and "for 1 runs" in proc.stdout
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert (out / "study" / "runs" / "course-fused-seed1" / "run.json").is_file()
+
+
+def test_one_wave_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_study.os, "cpu_count", lambda: 16)
+    args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path)])
+    raw, _ = gpu_study.base_params(args)
+    data = {"images": 24, "content_hash": "h"}
+    jobs = gpu_study.plan(args, raw, tmp_path / "x.npy", data, tmp_path, "code")
+    assert len(jobs) == 13  # 2 variants x 3 seeds, the saturating run, 6 course runs
+
+    parallel, wave = gpu_study.one_wave(jobs, args, torch.device("cuda"))
+    assert parallel == 13 and {j.name for j in wave} == {j.name for j in jobs}
+    assert [j.kind for j in wave] == ["course"] * 6 + ["study"] * 6 + ["saturating"]
+    assert {j.params["train"]["threads"] for j in wave} == {1}  # 16 cores over 13 runs
+    # a kind with no measured time yet (a third arm's) is taken as the longest
+    odd = dataclasses.replace(jobs[0], kind="new")
+    assert gpu_study.one_wave([*jobs, odd], args, torch.device("cuda"))[1][0].kind == "new"
+
+    parallel, serial = gpu_study.one_wave(jobs, args, torch.device("cpu"))
+    assert parallel == 1 and [j.name for j in serial] == [j.name for j in jobs]  # pairs first
+    assert {j.params["train"]["threads"] for j in serial} == {16}
+
+    args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path), "--parallel", "4",
+                                 "-S", "train.threads=3"])
+    jobs = gpu_study.plan(args, gpu_study.base_params(args)[0], tmp_path / "x.npy", data,
+                          tmp_path, "code")
+    parallel, limited = gpu_study.one_wave(jobs, args, torch.device("cpu"))
+    assert parallel == 4 and limited[0].kind == "course"  # several at once: longest first
+    assert {j.params["train"]["threads"] for j in limited} == {3}  # -S wins
 
 
 def test_runs_in_child_processes_with_parallel(tmp_path):
@@ -159,6 +232,20 @@ def test_a_spent_budget_starts_no_run_and_other_params_are_not_resumed(tmp_path)
                    *TINY, "-S", "train.lr=0.001")
     assert proc.returncode == 2
     assert "a study with other params" in proc.stderr and "pass another --out" in proc.stderr
+
+
+def test_runs_still_going_at_the_time_limit_are_stopped_and_the_rest_packed(tmp_path):
+    data = write_zip(tmp_path / "cats.zip", count=8)
+    # Both runs start at once and are stopped long before their processes have imported torch.
+    proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
+                   "--no-saturating", "--parallel", "2", "--stop-s", "0.5", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stop  course-fused-seed0: the time limit (--stop-s) came first" in proc.stdout
+    assert "time limit: 2 runs stopped (course-fused-seed0, study-fused-seed0)" in proc.stdout
+    with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
+        names = tar.getnames()
+    assert "study/study.json" in names and not any(n.startswith("study/runs/") for n in names)
+    assert not list((tmp_path / "out" / "study" / "runs").glob("*/run.json"))
 
 
 def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):

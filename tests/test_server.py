@@ -2,6 +2,7 @@
 experiments at once over HTTP, with a planted password in the tracking URI."""
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ def cli(project: Path, uri: str, *cmd: str, timeout: int = 600) -> str:
 def test_two_experiments_queued_with_j2_land_whole_on_the_server_and_no_password_leaks(tmp_path):
     project = clone_project(tmp_path / "catgan", SETTINGS)
     with team_server() as (url, folder):
+        assert stat.S_IMODE((folder / "pgpass").stat().st_mode) == 0o600  # the database password
         uri = secret_uri(url)
         cli(project, uri, "dvc", "exp", "run", "--queue", "-S", "model.variant=baseline,fused")
         cli(project, uri, "dvc", "queue", "start", "-j", "2")

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 import statistics
+import warnings
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,9 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from catgan import studypage
+from catgan import studypage, weightsfile
+from catgan.compare.render import render_text
 from catgan.errors import UserError
-from catgan.studydir import write_run_meta, write_study
+from catgan.models import build
+from catgan.studydir import WEIGHTS, load_study, weights_name, write_run_meta, write_study
 
 HISTORY = ("epoch", "loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm", "swd_avg",
            "swd_64", "swd_32", "swd_16", "fixed_real_score", "fixed_fake_score", "diversity_ratio")
@@ -90,9 +95,35 @@ def make_study(root: Path, *, fused_shift: float = -12.0, extras: bool = True) -
     return root
 
 
+# As the GPU study records it on a copy of the tree without .git (catgan/provenance.py).
+MADE_BY = {"code": {"commit": None, "clean": None, "content_hash": "c0de" * 16,
+                    "hashed": "catgan/, stages/, benchmarks/",
+                    "note": "no git checkout of this project at /tmp/x (a copy of its files)"},
+           "python": "3.11.7", "torch": "2.11.0+cu130", "cuda": "13.0", "cudnn": 91300,
+           "device": "cuda: NVIDIA H200", "command": "python -m benchmarks.gpu_study --data z.zip",
+           "date": "2026-12-04T17:31:00+00:00", "wall_s": 438.3}
+
+
+def add_weights(root: Path, name: str, run: str, data_hash: str = "abc123def") -> Path:
+    """A generator file as the GPU study leaves it: random weights of ``run``'s variant, fp16."""
+    torch.manual_seed(len(run))
+    variant = run.split("-")[0]
+    generator, _ = build(variant, 128, "default")
+    path = root / WEIGHTS / weights_name(name)
+    weightsfile.write(path, generator, {"variant": variant, "latent_dim": 128, "run": run,
+                                        "seed": int(run[-1]), "data_hash": data_hash})
+    return path
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = make_study(tmp_path_factory.mktemp("study"))
+    info = json.loads((root / "study.json").read_text())
+    write_study(root, {**info, "provenance": MADE_BY})
+    meta = json.loads((root / "runs" / "fused-2" / "run.json").read_text())
+    write_run_meta(root / "runs" / "fused-2", {**meta, "code": "an earlier version"})
+    add_weights(root, "fused", "fused-1")
+    add_weights(root, "extra", "fused-0", data_hash="another study's")
     figures = root / "figures"
     out = studypage.build_page(root, root / "page" / "index.html", figures)
     return root, out.read_text(encoding="utf-8"), figures
@@ -132,9 +163,25 @@ def test_page_is_offline_and_holds_budget_and_compare_numbers(built):
     fused = [swd - 12.0 + JITTER[s] for s, swd in BASELINE_SWD.items()]
     for values in (BASELINE_SWD.values(), fused):
         assert f"<td class=\"num\">{statistics.fmean(values):.1f}</td>" in compare
-    for metric in ("eval.swd.swd_avg", "eval.swd.swd_16", "eval.diversity.diversity_ratio",
-                   "eval.scores.real", "eval.scores.fake"):
-        assert f"<td>{metric}</td>" in compare
+    for metric, label in (("eval.swd.swd_avg", "SWD, average"), ("eval.swd.swd_16", "SWD, 16 px"),
+                          ("eval.diversity.diversity_ratio", "diversity ratio"),
+                          ("eval.scores.real", "D(real)"), ("eval.scores.fake", "D(G(z))")):
+        assert f'<td title="{metric}">{html_escape(label)}</td>' in compare
+
+
+def test_a_metric_identical_in_every_seed_says_so_without_a_warning(tmp_path):
+    """The real set's diversity is the same in every seed: no nan, no scipy RuntimeWarning."""
+    root = make_study(tmp_path / "study", extras=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        html = studypage.build_page(root, tmp_path / "p.html").read_text(encoding="utf-8")
+        summary = studypage.study_summary(load_study(root)[1])
+        text = render_text(summary)
+    row = re.search(r'<tr><td title="eval.diversity.diversity_real">.*?</tr>', section(html, "compare"))
+    assert row and row.group(0).count("<td class=\"num\">identical</td>") == 2
+    assert "identical in every seed</td></tr>" in row.group(0)
+    line = next(line for line in text.splitlines() if line.startswith("eval.diversity.diversity_real"))
+    assert line.count("1 (3, identical in every seed)") == 2 and "nan" not in text
 
 
 def test_verdict_follows_the_swd_difference(built, tmp_path):
@@ -199,6 +246,11 @@ def test_parity_compares_course_with_pipeline(built):
 def test_study_without_saturating_or_course_runs(tmp_path):
     root = make_study(tmp_path / "study", extras=False)
     html = studypage.build_page(root, tmp_path / "p.html", tmp_path / "figs").read_text()
+    assert missing(html) == ("This study folder (format 2) has no provenance (commit or code "
+                             "hash, versions, command line, wall time) and no generator weights "
+                             "(&lt;archive&gt;.generator-&lt;variant&gt;.pt beside its archive), "
+                             "so no samples.")
+    assert 'id="samples"' not in html and 'id="provenance"' not in html
     assert "The saturating run is missing" in html
     assert 'id="parity"' not in html
     assert not (tmp_path / "figs" / "parity.png").exists()
@@ -217,3 +269,56 @@ def test_g_loss_gradient_at_a_confident_discriminator():
     non_saturating = studypage.g_loss_gradient(logit, "non_saturating").item()
     assert abs(saturating) < 0.02 and abs(non_saturating) > 0.98
     assert saturating == pytest.approx(-0.01) and non_saturating == pytest.approx(-0.99)
+
+
+def missing(html: str) -> str:
+    """The one line on what the study folder lacks; "" when there is none."""
+    lines = re.findall(r'<p class="missing">(.*?)</p>', html, re.S)
+    assert len(lines) <= 1 and "\n" not in "".join(lines)
+    return lines[0] if lines else ""
+
+
+def test_the_returned_generators_samples_are_shown(built):
+    root, html, figures = built
+    samples = section(html, "samples")
+    assert "<h3>fused</h3>" in samples and "<h3>extra</h3>" not in samples
+    assert samples.count('src="data:image/png;base64,') == 1
+    assert samples.count('src="data:image/gif;base64,') == 1
+    swd = BASELINE_SWD[1] - 12.0 + JITTER[1]
+    assert f"fused: fused-1, eval SWD {swd:.1f}, the lowest of its 3 seeds" in samples
+    assert "Not shown, as they belong to another study: generator-extra.pt (run &#x27;fused-0&#x27;)" \
+        in samples
+    with Image.open(figures / "samples_fused.png") as grid:
+        assert grid.size == (8 * 66 + 2, 8 * 66 + 2)  # 64 images of 64 px, 2 px apart
+    # provenance is there and the fused generator came back: the baseline's weights are missing,
+    # but one is enough for the section, and the line names only what is wholly absent
+    assert missing(html) == ""
+
+
+def test_provenance_is_shown_whole(built):
+    prov = section(built[1], "provenance")
+    assert f"no git checkout: content hash {'c0de' * 3}" in prov and "c0de" * 16 in prov
+    assert "no git checkout of this project at /tmp/x" in prov
+    assert "Python 3.11.7, torch 2.11.0+cu130, CUDA 13.0, cuDNN 91300" in prov
+    assert "cuda: NVIDIA H200" in prov and "python -m benchmarks.gpu_study --data z.zip" in prov
+    assert "2026-12-04T17:31:00+00:00" in prov and "438.3 s" in prov
+    assert "fused-2: trained by another version of the code" in prov
+
+
+def test_an_old_format_study_builds_and_says_what_it_lacks_in_one_line(tmp_path):
+    root = make_study(tmp_path / "study", extras=False)
+    info = json.loads((root / "study.json").read_text())
+    (root / "study.json").write_text(json.dumps({**info, "format": 1}))
+    html = studypage.build_page(root, tmp_path / "p.html").read_text()
+    line = missing(html)
+    assert line.startswith("This study folder (format 1) has no provenance")
+    assert "and no generator weights" in line
+    assert verdict(html) and 'id="compare"' in html
+
+
+def test_a_study_of_an_unknown_format_is_refused(tmp_path):
+    root = make_study(tmp_path / "study", extras=False)
+    info = json.loads((root / "study.json").read_text())
+    (root / "study.json").write_text(json.dumps({**info, "format": 3}))
+    with pytest.raises(UserError, match=r"study format 3, expected one of 1, 2"):
+        studypage.build_page(root, tmp_path / "p.html")

@@ -202,3 +202,51 @@ def test_a_server_that_dies_while_starting_reports_its_output(tmp_path):
         with serve("bogus://nowhere", tmp_path):
             pass
 
+
+
+STUDY_SCREENSHOT = ROOT / "test-artifacts" / "study-page.png"
+PAGE_WIDTH = 1300  # a laptop's browser window, where the H200 study's table overflowed
+
+
+@pytest.mark.slow
+def test_the_study_pages_tables_fit_a_1300_px_window(tmp_path):
+    """Every table within its column, none scrolled sideways; each comparison row at most two lines
+    tall, its verdict on screen; the header's links wrap instead of widening the page."""
+    from playwright.sync_api import sync_playwright
+
+    from catgan import studypage
+    from catgan.studydir import write_study
+    from test_studypage import MADE_BY, add_weights, make_study
+
+    browser = chromium()
+    root = make_study(tmp_path / "study")
+    info = json.loads((root / "study.json").read_text())
+    write_study(root, {**info, "provenance": MADE_BY})
+    add_weights(root, "fused", "fused-1")
+    page_path = studypage.build_page(root, tmp_path / "study.html")
+    with sync_playwright() as playwright:
+        chrome = playwright.chromium.launch(executable_path=str(browser), args=CHROMIUM_ARGS)
+        page = chrome.new_page(viewport={"width": PAGE_WIDTH, "height": 900})
+        try:
+            page.goto(page_path.as_uri())
+            assert page.evaluate("document.documentElement.scrollWidth") <= PAGE_WIDTH
+            tables = page.evaluate("""() => [...document.querySelectorAll('table')].map(t => ({
+                section: t.closest('section').id, wide: t.scrollWidth,
+                room: t.parentElement.clientWidth}))""")
+            assert {t["section"] for t in tables} >= {"budget", "compare", "parity", "provenance"}
+            assert all(t["wide"] <= t["room"] for t in tables), tables
+            rows = page.evaluate("""() => [...document.querySelectorAll('#compare tbody tr')].map(
+                tr => { const cells = [...tr.cells];
+                  const lines = Math.max(...cells.map(td => { const s = getComputedStyle(td);
+                    const inner = td.clientHeight - parseFloat(s.paddingTop)
+                                  - parseFloat(s.paddingBottom);
+                    return Math.round(inner / parseFloat(s.lineHeight)); }));
+                  const verdict = cells[cells.length - 1].getBoundingClientRect();
+                  return {metric: cells[0].title, lines: lines, right: verdict.right,
+                          text: cells[cells.length - 1].innerText}; })""")
+            assert len(rows) == 9 and all(r["text"] for r in rows)
+            assert all(r["lines"] <= 2 and r["right"] <= PAGE_WIDTH for r in rows), rows
+        finally:
+            STUDY_SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(STUDY_SCREENSHOT), full_page=True)
+            chrome.close()

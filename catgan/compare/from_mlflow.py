@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from catgan.compare.runs import Record, latest_per_seed, record
 from catgan.mlflowstore import finished_runs
-from catgan.outputs import COLUMNS, EPOCH_KEY, STEP_KEY
+from catgan.outputs import COLUMNS, EPOCH_KEY
 
 
 def as_in_dvc(metrics: dict[str, float]) -> dict[str, float]:
-    """A run's latest values under the names ``dvc exp show`` gives them: the last epoch's
-    ``epoch/<column>`` is ``train.<column>`` (metrics/train.json); per-step values are no final
-    metric and are left out; eval.* and the per-epoch quality keep their names."""
+    """A run's latest values as ``dvc exp show`` gives them: the last epoch's ``epoch/<column>`` is
+    ``train.<column>`` (metrics/train.json), eval.* keep their names (metrics/eval.json). The rest
+    are curves, not final metrics (the per-step values and the per-epoch quality check: DVC keeps
+    them as plots, steps.csv and history.csv), and are left out."""
     renamed = {f"{EPOCH_KEY}{c}": f"train.{c}" for c in COLUMNS}
-    return {renamed.get(k, k): v for k, v in metrics.items() if not k.startswith(STEP_KEY)}
+    return {renamed.get(k, k): v for k, v in metrics.items()
+            if k in renamed or k.startswith("eval.")}
 
 
 def collect(uri: str, experiment: str) -> list[Record]:

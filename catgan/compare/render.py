@@ -15,6 +15,8 @@ def _num(x: float) -> str:
 
 
 def _cell(s: Stat) -> str:
+    if s.identical:
+        return f"{_num(s.mean)} ({s.n}, identical in every seed)"
     if s.ci is None:
         return f"{_num(s.mean)} ({s.n})"
     return f"{_num(s.mean)} ± {_num((s.ci[1] - s.ci[0]) / 2)} ({s.n})"

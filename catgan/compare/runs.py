@@ -9,10 +9,15 @@ from catgan.errors import UserError
 
 log = logging.getLogger(__name__)
 
+# Numbers the metric files hold that measure nothing: the epochs trained (metrics/train.json), and
+# the evaluated set's size and whether FID/KID ran (metrics/eval.json). Not compared.
+NOT_METRICS = frozenset({"train.epoch", "eval.num_samples", "eval.inception.computed"})
+
 
 @dataclass(frozen=True)
 class Record:
-    """One finished run: its variant, seed and final metrics under flat dotted keys."""
+    """One finished run: its variant, seed and final metrics under flat dotted keys (the names
+    ``dvc exp show`` gives them), settings left out."""
 
     name: str
     variant: str
@@ -30,7 +35,8 @@ def record(name: str, variant: Any, seed: Any, metrics: dict[str, float],
     except (TypeError, ValueError):
         raise UserError(f"{where}: run {name} has train.seed = {seed!r}, not an integer; "
                         "fix or delete that run") from None
-    return Record(name, str(variant), seed, metrics)
+    return Record(name, str(variant), seed,
+                  {k: v for k, v in metrics.items() if k not in NOT_METRICS})
 
 
 def latest_per_seed(records: list[Record], where: str) -> list[Record]:

@@ -31,6 +31,11 @@ class Stat:
     def n(self) -> int:
         return len(self.values)
 
+    @property
+    def identical(self) -> bool:
+        """Two seeds or more, all with the same value: an interval of zero width, exactly."""
+        return self.std == 0
+
 
 @dataclass(frozen=True)
 class Row:
@@ -82,9 +87,11 @@ def describe(seeds: Sequence[int], values: Sequence[float], confidence: float) -
     mean = statistics.fmean(values)
     if len(values) < 2:
         return Stat(tuple(seeds), tuple(values), mean, None, None)
+    std = statistics.stdev(values)
+    if std == 0:  # the same value in every seed (the real set's own diversity): no spread to scale
+        return Stat(tuple(seeds), tuple(values), mean, 0.0, (mean, mean))
     from scipy import stats  # here, not at the top: importing it takes seconds
 
-    std = statistics.stdev(values)
     ci = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=std / math.sqrt(len(values)))
     return Stat(tuple(seeds), tuple(values), mean, std, (float(ci[0]), float(ci[1])))
 
