@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from catgan.distributed import Dist
 from catgan.outputs import EPOCH_KEY
 from catgan.train import train
 from conftest import ROOT, TINY, free_port, merge, write_params
-from test_stages import run_stage, stage_env
+from test_stages import stage_env
 
 
 def _worker(rank: int, port: int, out: str, images: np.ndarray) -> None:
@@ -49,11 +50,10 @@ def test_both_processes_hold_identical_weights_after_a_step(tmp_path, tiny_image
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tiny_data, tmp_path_factory):
     project = tmp_path_factory.mktemp("ddp")
     write_params(project, merge(TINY, {"train": {"nproc": 2}, "tracking": {"enabled": True}}))
-    run_stage(project, "fetch")
-    run_stage(project, "preprocess")
+    shutil.copytree(tiny_data / "data", project / "data")
     return project
 
 
