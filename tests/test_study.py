@@ -40,6 +40,21 @@ NAMES = ["tiny-baseline-s0", "tiny-baseline-s1", "tiny-fused-s0", "tiny-fused-s1
 class Interrupted:
     first: subprocess.CompletedProcess  # the study killed while its first run trains
     second: str  # what the same command, run again with -j 2, printed
+    most_running: int  # the most experiments `dvc queue status` showed running during the second
+
+
+def resume(project: Path, cmd: list[str]) -> tuple[str, int]:
+    """``cmd`` run to its end, and the most experiments DVC's queue ran at once meanwhile."""
+    out, err = project.parent / "resumed.out", project.parent / "resumed.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=stdout, stderr=stderr)
+    most, deadline = 0, time.time() + 900
+    while proc.poll() is None and time.time() < deadline:
+        status = sh(project, "dvc", "queue", "status").splitlines()
+        most = max(most, sum(line.split()[-1:] == ["Running"] for line in status))
+        time.sleep(1)
+    assert proc.wait(timeout=max(1, deadline - time.time())) == 0, err.read_text()[-3000:]
+    return out.read_text(), most
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +70,9 @@ def interrupted_then_resumed(project: Path) -> Interrupted:
         time.sleep(1)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    second = sh(project, *cmd, "-j", "2", timeout=900)
-    return Interrupted(subprocess.CompletedProcess(cmd, proc.returncode, out, err), second)
+    second, most_running = resume(project, [*cmd, "-j", "2"])
+    return Interrupted(subprocess.CompletedProcess(cmd, proc.returncode, out, err), second,
+                       most_running)
 
 
 def test_study_runs_each_variant_and_seed_once_as_children_of_one_parent(project,
@@ -79,17 +95,10 @@ def test_study_runs_each_variant_and_seed_once_as_children_of_one_parent(project
     assert all(name in shown for name in names)
 
 
-def test_resumed_with_j2_it_runs_two_experiments_at_once(project, interrupted_then_resumed):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    # From train's start to evaluate's end, as in test_dvc_pipeline's queued sweep.
-    spans = sorted((run.info.start_time,
-                    max(m.timestamp for m in client.get_metric_history(run.info.run_id,
-                                                                       "eval.swd.swd_avg")))
-                   for run in runs_of(project, "tiny") if run.data.tags.get("catgan.role") != "study")
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), \
-        f"no two study runs overlapped, so -j 2 ran them one at a time: {spans}"
+def test_resumed_with_j2_it_runs_two_experiments_at_once(interrupted_then_resumed):
+    # DVC's queue, not MLflow's run times: two experiments at once spend much of their time in
+    # DVC's own setup and collection, and their pipelines can take turns.
+    assert interrupted_then_resumed.most_running == 2
 
 
 def test_study_folder_and_page_hold_every_run_with_per_epoch_quality(project,
