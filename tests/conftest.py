@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -59,6 +60,26 @@ def tiny_images():
     return np.ascontiguousarray(low.repeat(8, axis=2).repeat(8, axis=3))
 
 
+def missing(what: str, fix: str) -> NoReturn:
+    """Skip a test this machine lacks ``what`` for; on CI (``CI`` set), which must have it, fail."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}: CI must provide it ({fix})")
+    pytest.skip(f"{what}; {fix} to run this test")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A folder whose data/ holds TINY's fetched and preprocessed images, made once a session by
+    the real stages. Tests only read it: they copy its data/ into projects of their own."""
+    from test_stages import run_stage
+
+    project = tmp_path_factory.mktemp("tiny_data")
+    write_params(project, TINY)
+    run_stage(project, "fetch")
+    run_stage(project, "preprocess")
+    return project
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -103,4 +124,34 @@ def clone_project(dest: Path, settings: dict) -> Path:
     sh(dest, "git", "init", "-q")
     sh(dest, "git", "add", "-A")
     sh(dest, "git", "commit", "-qm", "tiny")
+    return dest
+
+
+# Tracking on, so that the experiments run from it log to MLflow.
+REPRODUCED = merge(TINY, {"model": {"variant": "baseline"}, "train": {"epochs": 1},
+                          "tracking": {"enabled": True}})
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory) -> tuple[Path, str]:
+    """A clone of the project (clone_project, REPRODUCED settings) whose `dvc repro` results are
+    committed, and what that command printed. Made once a session for the real-DVC tests; they
+    change only their own copy of it (copy_project)."""
+    project = clone_project(tmp_path_factory.mktemp("reproduced") / "catgan", REPRODUCED)
+    out = sh(project, "dvc", "repro")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline results")
+    return project, out
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of the project ``src`` with its git history, workspace and DVC cache, but neither its
+    checkpoints nor its MLflow store, as a fresh clone would have: the store's experiment names its
+    artifact folder by absolute path, so runs made in a copy would write into ``src``. A copy
+    starts a store of its own when it needs one."""
+    def side_stores(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if Path(folder) == src
+                and (n.startswith("mlflow.db") or n in ("mlartifacts", "checkpoints"))]
+
+    shutil.copytree(src, dest, symlinks=True, ignore=side_stores)
     return dest

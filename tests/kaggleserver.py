@@ -8,19 +8,22 @@ and kagglesdk): POST /api/v1/<service>/<method> with a JSON body, signed with HT
   datasets.DatasetApiService/GetDataset     -> {"ref", "currentVersionNumber", ...}
   datasets.DatasetApiService/DownloadDataset -> 302 to a signed storage address, whose GET is
                                                the dataset's zip (Content-Length, ETag)
-Every request is recorded. ``fault`` makes it misbehave: "500" on every API call, "drop" the
-connection half way through the zip, "truncated" or "corrupt" zip, "slow" (no answer at all to
+Storage honours a Range header (206), as Kaggle's does. Every request is recorded. ``fault`` makes it
+misbehave: "403", "429" or "500" on every API call, "drop" the connection half way through every
+zip download, "drop_once" only the first, "truncated" or "corrupt" zip, "slow" (no answer at all to
 API calls) or "stall" (half the zip, then silence).
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import io
 import json
 import socket
 import threading
 import zipfile
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from imagefactory import noise
@@ -63,6 +66,20 @@ class KaggleServer(ThreadingHTTPServer):
         return authorization in (basic, f"Bearer {self.token}")
 
 
+@contextlib.contextmanager
+def serving(server: KaggleServer) -> Iterator[KaggleServer]:
+    """``server`` answering from a thread; then stopped, its stalls released and its port freed."""
+    thread = threading.Thread(target=server.serve_forever, name="local-kaggle", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 class Handler(BaseHTTPRequestHandler):
     server: KaggleServer
     protocol_version = "HTTP/1.1"
@@ -80,8 +97,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _error(self, status: int, message: str) -> None:
-        self._send(status, json.dumps({"code": status, "message": message}).encode())
+    def _error(self, status: int, message: str, headers: dict | None = None) -> None:
+        self._send(status, json.dumps({"code": status, "message": message}).encode(),
+                   headers=headers)
 
     def _record(self, body: dict | None) -> None:
         self.server.requests.append({"method": self.command, "path": self.path,
@@ -96,6 +114,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if server.fault == "500":
             return self._send(500, b"<html>Internal Server Error</html>", "text/html")
+        if server.fault == "403":
+            return self._error(403, "Permission 'datasets.get' was denied")
+        if server.fault == "429":
+            return self._error(429, "Too Many Requests", {"Retry-After": "1"})
         if method == "security.OAuthService/IntrospectToken":
             active = body.get("token") == server.token
             return self._send(200, json.dumps({"active": active, "username": server.username
@@ -131,11 +153,20 @@ class Handler(BaseHTTPRequestHandler):
             data = data[: len(data) * 2 // 3]
         elif server.fault == "corrupt":  # the same length, scrambled from the first entry on
             data = data[:40] + bytes(b ^ 0x5A for b in data[40:-200]) + data[-200:]
-        if server.fault not in ("drop", "stall"):
-            return self._send(200, data, "application/zip", {"ETag": '"v1"'})
-        self.send_response(200)
+        status, headers = 200, {"ETag": '"v1"', "Accept-Ranges": "bytes"}
+        ranged = self.headers.get("Range", "")
+        if ranged.startswith("bytes=") and ranged.endswith("-"):
+            start = int(ranged.removeprefix("bytes=").removesuffix("-"))
+            status, headers["Content-Range"] = 206, f"bytes {start}-{len(data) - 1}/{len(data)}"
+            data = data[start:]
+        earlier = [r for r in server.requests if r["method"] == "GET"][:-1]
+        if server.fault not in ("drop", "stall") and (server.fault != "drop_once" or earlier):
+            return self._send(status, data, "application/zip", headers)
+        self.send_response(status)
         self.send_header("Content-Type", "application/zip")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data[: len(data) // 2])
         self.wfile.flush()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -13,12 +14,13 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
+from catgan import checkpoint
 from catgan.config import parse_params
 from catgan.distributed import Dist
 from catgan.outputs import EPOCH_KEY
 from catgan.train import train
 from conftest import ROOT, TINY, free_port, merge, write_params
-from test_stages import run_stage, stage_env
+from test_stages import stage_env
 
 
 def _worker(rank: int, port: int, out: str, images: np.ndarray, overrides: dict) -> None:
@@ -49,21 +51,18 @@ def test_both_processes_hold_identical_weights_after_a_step(tmp_path, tiny_image
         for name, value in ranks[0][net].items():
             assert torch.equal(value, ranks[1][net][name]), f"{net}.{name} differs between ranks"
     assert ranks[0]["history"] == ranks[1]["history"]  # losses averaged over both shards
-    single = train(parse_params(merge(TINY, merge({"train": {"epochs": 1, "steps_per_epoch": 1}},
-                                                  overrides))),
-                   tiny_images, "test", tmp_path / "single")
-    weight = next(iter(ranks[0]["G"]))
-    assert not torch.equal(ranks[0]["G"][weight], single.generator.state_dict()[weight]), \
-        "two processes drew the same latents as one: the per-process noise streams are not in use"
-    assert list((tmp_path / "ckpt").iterdir()) and (tmp_path / "ckpt/last.pt").is_file()
+    # The weights cannot tell: on CPU each process's BatchNorm sees its own half batch, so they
+    # differ from one process's even when both processes draw the same latents.
+    noise = [state["data"] for state in checkpoint.load(tmp_path / "ckpt/last.pt")["rng"]]
+    assert len(noise) == 2
+    assert not torch.equal(*noise), "both processes drew their latents from one noise stream"
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tiny_data, tmp_path_factory):
     project = tmp_path_factory.mktemp("ddp")
     write_params(project, merge(TINY, {"train": {"nproc": 2}, "tracking": {"enabled": True}}))
-    run_stage(project, "fetch")
-    run_stage(project, "preprocess")
+    shutil.copytree(tiny_data / "data", project / "data")
     return project
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -10,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY, clone_project, env, merge, sh
+from conftest import copy_project, env, sh
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = merge(TINY, {"model": {"variant": "baseline"}, "train": {"epochs": 1},
-                        "tracking": {"enabled": True}})
 
 
 def ran_stages(output: str) -> list[str]:
@@ -23,30 +22,26 @@ def ran_stages(output: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A git clone of the working tree (tracked and untracked-not-ignored files) with tiny params."""
-    return clone_project(tmp_path_factory.mktemp("clone") / "catgan", SETTINGS)
+def project(reproduced, tmp_path_factory) -> Path:
+    """This module's copy of the session's reproduced clone (conftest.reproduced)."""
+    return copy_project(reproduced[0], tmp_path_factory.mktemp("clone") / "catgan")
 
 
 @pytest.fixture(scope="module")
-def reproduced(project: Path) -> str:
-    """`dvc repro` of the whole pipeline, its results committed as the experiments' baseline."""
-    out = sh(project, "dvc", "repro")
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-qm", "baseline results")
-    return out
+def fused_exp(project: Path) -> str:
+    """The experiment fused-exp (model.variant=fused), run in the workspace: what it printed."""
+    return sh(project, "dvc", "exp", "run", "--name", "fused-exp", "-S", "model.variant=fused")
 
 
 def test_repro_runs_all_five_stages_then_nothing(project, reproduced):
-    assert ran_stages(reproduced) == ["fetch", "preprocess", "train", "evaluate", "plot"]
+    assert ran_stages(reproduced[1]) == ["fetch", "preprocess", "train", "evaluate", "plot"]
     assert ran_stages(sh(project, "dvc", "repro")) == []
     assert "up to date" in sh(project, "dvc", "status")
     assert sh(project, "git", "status", "--porcelain").strip() == ""
 
 
-def test_exp_run_fused_reruns_only_train_evaluate_plot(project, reproduced):
-    out = sh(project, "dvc", "exp", "run", "--name", "fused-exp", "-S", "model.variant=fused")
-    assert ran_stages(out) == ["train", "evaluate", "plot"], out
+def test_exp_run_fused_reruns_only_train_evaluate_plot(project, fused_exp):
+    assert ran_stages(fused_exp) == ["train", "evaluate", "plot"], fused_exp
     diff = json.loads(sh(project, "dvc", "exp", "diff", "--json", "HEAD", "fused-exp"))
     changed = diff["metrics"]["metrics/eval.json"]
     assert changed["swd.swd_avg"]["diff"] != 0
@@ -57,12 +52,10 @@ def test_exp_run_fused_reruns_only_train_evaluate_plot(project, reproduced):
 
 
 def test_sample_reads_an_experiment_from_the_cache_and_its_mlflow_run_draws_the_same(
-        project, reproduced, tmp_path):
+        project, fused_exp, tmp_path):
     """Runs before the queued sweep, which empties the MLflow store."""
     from test_sample import pixels
 
-    if "fused-exp" not in sh(project, "dvc", "exp", "list", "--name-only"):
-        sh(project, "dvc", "exp", "run", "--name", "fused-exp", "-S", "model.variant=fused")
     # The workspace holds fused-exp's outputs (exp run applies them): hide them, so that only
     # the DVC cache can give the experiment's generator, and see that nothing brings them back.
     status = sh(project, "git", "status", "--porcelain")
@@ -93,17 +86,32 @@ def test_sample_reads_an_experiment_from_the_cache_and_its_mlflow_run_draws_the_
     assert "'no-such-exp' is not a folder" in proc.stderr and "nor a DVC experiment" in proc.stderr
 
 
-def test_plots_diff_between_experiments_holds_both_runs(project, reproduced):
+def revisions(html: str, plot: str) -> set[str]:
+    """The revisions whose rows DVC embedded in the Vega spec of ``plot`` in its index.html."""
+    spec = re.search(rf'<div id = "{plot}">\s*<script[^>]*>\s*var spec = (.*?);\s*vegaEmbed', html,
+                     re.DOTALL)
+    assert spec, f"no plot {plot!r} in the page"
+
+    def rows(node) -> list[dict]:
+        if isinstance(node, dict):
+            return [node] * ("rev" in node) + [r for v in node.values() for r in rows(v)]
+        return [r for v in node for r in rows(v)] if isinstance(node, list) else []
+
+    return {row["rev"] for row in rows(json.loads(spec[1]))}
+
+
+def test_plots_diff_between_experiments_holds_both_runs(project, fused_exp):
     out_dir = project / "dvc_plots"
     sh(project, "dvc", "plots", "diff", "HEAD", "fused-exp", "-o", str(out_dir))
     html = (out_dir / "index.html").read_text()
-    assert "fused-exp" in html and "loss_d" in html
+    for plot in ("losses", "scores", "generator_gradient_norm"):
+        assert revisions(html, plot) == {"HEAD", "fused-exp"}, plot
 
 
-def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_store(project,
-                                                                                 reproduced):
-    """Both variants queued and run two at a time, into a store that does not exist yet: its
-    first-time setup and then every write happen concurrently, from DVC's temp workspaces."""
+@pytest.fixture(scope="module")
+def swept(project: Path) -> str:
+    """Both variants with train.seed=7 queued and run two at a time, into a store that does not
+    exist yet (run after the tests that read fused-exp's MLflow run); the final queue status."""
     for leftover in project.glob("mlflow.db*"):
         leftover.unlink()
     sh(project, "dvc", "exp", "run", "--queue", "-S", "model.variant=baseline,fused",
@@ -115,7 +123,14 @@ def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_st
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
-    assert "Failed" not in status, status
+    return status
+
+
+def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_store(project,
+                                                                                 swept):
+    """The store's first-time setup and then every write happen concurrently, from DVC's temp
+    workspaces."""
+    assert "Failed" not in swept, swept
     from mlflow.tracking import MlflowClient
 
     from catgan.train import COLUMNS
@@ -145,8 +160,8 @@ def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_st
 
 
 def test_compare_from_dvc_and_from_mlflow_gives_the_same_metrics_of_the_same_runs(project,
-                                                                                reproduced):
-    """The queued sweep's two runs (the test above), read from DVC's metric files and from the
+                                                                                swept):
+    """The queued sweep's two runs, read from DVC's metric files and from the
     MLflow store: the same keys, the same numbers, no settings among them."""
     from catgan.compare import from_dvc, from_mlflow
     from catgan.compare.runs import NOT_METRICS
@@ -162,7 +177,7 @@ def test_compare_from_dvc_and_from_mlflow_gives_the_same_metrics_of_the_same_run
     assert [r.metric for r in summarize(in_dvc).rows] == [r.metric for r in summarize(in_mlflow).rows]
 
 
-def test_demo_runs_both_variants_as_experiments_and_prints_the_comparison(project, reproduced):
+def test_demo_runs_both_variants_as_experiments_and_prints_the_comparison(project):
     tiny = {"data.synthetic_count": 24, "train.batch_size": 4, "train.steps_per_epoch": 2,
             "eval.num_samples": 16, "eval.kid_subset_size": 8}
     overrides = [arg for key, value in tiny.items() for arg in ("-S", f"{key}={value}")]
@@ -188,7 +203,7 @@ def stale_stages(project: Path) -> set[str]:
 
 
 def test_editing_sampling_code_makes_evaluate_stale_and_the_report_code_does_not_touch_train(
-        project, reproduced):
+        project):
     models, report = project / "catgan" / "models.py", project / "catgan" / "report.py"
     saved = models.read_text(), report.read_text()
     try:
@@ -205,7 +220,7 @@ def test_editing_sampling_code_makes_evaluate_stale_and_the_report_code_does_not
     assert "up to date" in sh(project, "dvc", "status")
 
 
-def test_stages_import_the_experiment_workspaces_own_catgan(project, reproduced):
+def test_stages_import_the_experiment_workspaces_own_catgan(project):
     """`python -m stages.x` puts the workspace first on sys.path: a queued or temp experiment runs
     its own copy of catgan/, not the one the editable install points at."""
     errors = project / "catgan" / "errors.py"

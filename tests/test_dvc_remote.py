@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from catgan.compare.from_dvc import experiments, records
-from conftest import TINY, clone_project, free_port, merge, sh
+from conftest import copy_project, free_port, sh
 from test_dvc_pipeline import ran_stages
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = merge(TINY, {"model": {"variant": "baseline"}, "train": {"epochs": 1}})
 EXP = "shared-exp"
 
 
@@ -27,19 +26,17 @@ def dvc_json(project: Path, *args: str):
 
 
 @pytest.fixture(scope="module")
-def clone_a(tmp_path_factory) -> dict:
-    """Clone A: a baseline committed and pushed to a bare `origin`, then an experiment run in its
-    workspace. What A's experiment produced, to compare B's against."""
+def clone_a(reproduced, tmp_path_factory) -> dict:
+    """Clone A: the session's reproduced baseline (conftest.reproduced) pushed to a bare `origin`,
+    then an experiment run in its workspace. What A's experiment produced, to compare B's against."""
     root = tmp_path_factory.mktemp("remote")
     sh(root, "git", "init", "-q", "--bare", "origin.git")
-    a = clone_project(root / "a", SETTINGS)
-    sh(a, "dvc", "repro")
-    sh(a, "git", "add", "-A")
-    sh(a, "git", "commit", "-qm", "baseline results")
+    a = copy_project(reproduced[0], root / "a")
     sh(a, "git", "remote", "add", "origin", str(root / "origin.git"))
     sh(a, "git", "push", "-q", "origin", "HEAD:refs/heads/main")
     sh(root / "origin.git", "git", "symbolic-ref", "HEAD", "refs/heads/main")
-    sh(a, "dvc", "exp", "run", "--name", EXP, "-S", "train.seed=1")
+    # Untracked, so that B, which has no MLflow store of A's, evaluates it without one too.
+    sh(a, "dvc", "exp", "run", "--name", EXP, "-S", "train.seed=1", "-S", "tracking.enabled=false")
     return {"project": a, "origin": root / "origin.git",
             "eval": (a / "metrics/eval.json").read_bytes(),
             "train": json.loads((a / "metrics/train.json").read_text()),

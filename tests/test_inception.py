@@ -1,7 +1,11 @@
 """FID / KID through torchmetrics against numpy references, and skipping without weights."""
 from __future__ import annotations
 
+import importlib
+import json
 import logging
+import math
+import shutil
 import sys
 
 import numpy as np
@@ -12,6 +16,7 @@ from torch import nn
 
 from catgan.errors import UserError
 from catgan.metrics.inception import WEIGHTS_FILE, inception_metrics, load_inception, resolve_weights
+from conftest import TINY, merge, missing, write_params
 
 LOGGER = "catgan.metrics.inception"
 
@@ -124,8 +129,16 @@ def test_empty_weights_looks_in_torch_hub_cache(tmp_path, monkeypatch, caplog):
     assert resolve_weights("") == (cached, "")
 
 
+def fidelity_inception():
+    """torch-fidelity's Inception module: a pinned dependency, so missing it fails on CI."""
+    try:
+        return importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
+    except ImportError:
+        missing("torch-fidelity is not installed", "pip install torch-fidelity==0.4.0")
+
+
 def test_unreadable_weights_file_is_skipped_not_a_crash(tmp_path, caplog):
-    pytest.importorskip("torch_fidelity")
+    fidelity_inception()
     broken = tmp_path / WEIGHTS_FILE
     broken.write_bytes(b"not a checkpoint")
     with caplog.at_level(logging.WARNING, logger=LOGGER):
@@ -145,7 +158,7 @@ def test_missing_torch_fidelity_is_skipped(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def random_inception(tmp_path_factory):
     """torch-fidelity's Inception-v3 with random He-initialised weights, saved as a weights file."""
-    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    fidelity = fidelity_inception()
     folder = tmp_path_factory.mktemp("inception")
     torch.save({}, folder / "empty.pth")
     with pytest.MonkeyPatch.context() as patch:  # build the network without the real weights
@@ -170,6 +183,24 @@ def test_inception_uses_local_weights_and_resizes_like_torch_fidelity(random_inc
     # FID over 2048 features needs a 2048 x 2048 eigensolve (many seconds): compare the features.
     assert got.shape == (1, 2048)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow  # Inception-v3 at 299 x 299 and a 2048-feature FID, in two stage processes
+def test_evaluate_stage_writes_fid_and_kid_from_a_local_weights_file(random_inception, tiny_data,
+                                                                      tmp_path):
+    from test_stages import run_stage
+
+    path, _ = random_inception
+    write_params(tmp_path, merge(TINY, {"train": {"epochs": 1},
+                                        "eval": {"inception_weights": str(path)}}))
+    shutil.copytree(tiny_data / "data", tmp_path / "data")
+    run_stage(tmp_path, "train")
+    evaluated = run_stage(tmp_path, "evaluate")
+    assert "FID/KID skipped" not in evaluated.stderr, evaluated.stderr[-3000:]
+    inception = json.loads((tmp_path / "metrics" / "eval.json").read_text())["inception"]
+    assert sorted(inception) == ["computed", "fid", "kid_mean", "kid_std"]
+    assert inception["computed"] == 1 and inception["fid"] > 0 and inception["kid_std"] >= 0
+    assert all(math.isfinite(value) for value in inception.values()), inception
 
 
 @pytest.mark.parametrize(

@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY, merge, write_params
-from kaggleserver import KaggleServer, kaggle_zip
+from kaggleserver import KaggleServer, kaggle_zip, serving
 
 DATASET = "spandan2/cats-faces-64x64-for-generative-models"
 USER = "c4tg4n-user"
@@ -26,14 +25,8 @@ ZIP = kaggle_zip()
 @pytest.fixture
 def server():
     """The local Kaggle API, serving DATASET at version 3; stopped, with its stalls, at teardown."""
-    api = KaggleServer(USER, KEY, TOKEN, {DATASET: (3, ZIP)})
-    thread = threading.Thread(target=api.serve_forever, name="local-kaggle", daemon=True)
-    thread.start()
-    yield api
-    api.release.set()
-    api.shutdown()
-    api.server_close()
-    thread.join(10)
+    with serving(KaggleServer(USER, KEY, TOKEN, {DATASET: (3, ZIP)})) as api:
+        yield api
 
 
 def kaggle_env(home: Path, **credentials: str) -> dict:
@@ -99,14 +92,16 @@ def test_good_credentials_fetch_the_dataset_and_preprocess_runs(tmp_path, server
     assert leaks(project, fetched, prepared) == []
 
 
-# fault -> (params, what the error line must say)
+# fault -> (params, what the error line must say: README's "Troubleshooting the Kaggle fetch")
 FAULTS = {
-    "bad_key": ({}, "HTTP 401"),
+    "bad_key": ({}, "Kaggle refused the credentials (HTTP 401"),
     "bad_token": ({}, "did not accept the credentials found (KAGGLE_API_TOKEN)"),
-    "unknown_dataset": ({"kaggle_dataset": "spandan2/no-such-cats"}, "HTTP 404"),
-    "unknown_version": ({"kaggle_dataset": DATASET + "/9"}, "HTTP 404"),
-    "500": ({}, "HTTP 500"),
-    "drop": ({}, "IncompleteRead"),
+    "403": ({}, "Kaggle refused the credentials (HTTP 403"),
+    "unknown_dataset": ({"kaggle_dataset": "spandan2/no-such-cats"}, "no such dataset or version"),
+    "unknown_version": ({"kaggle_dataset": DATASET + "/9"}, "no such dataset or version (HTTP 404"),
+    "429": ({}, "the server answered HTTP 429"),
+    "500": ({}, "the server answered HTTP 500"),
+    "drop": ({}, "the download failed (ChunkedEncodingError: ('Connection broken: IncompleteRead"),
     "truncated": ({}, "corrupt or unsupported zip"),
     "corrupt": ({}, "corrupt or unsupported zip"),
     "slow": ({"kaggle_timeout_s": 1}, "no answer from Kaggle for 1 s"),
@@ -141,3 +136,23 @@ def test_each_failure_is_one_line_and_keeps_the_previous_data(tmp_path, server, 
     assert sorted(os.listdir(project / "data")) == ["raw"]  # no temp or partial file left
     assert leaks(project, proc) == []
     assert server.requests, "the client never reached the local Kaggle"
+    if fault == "drop":
+        assert len(downloads(server)) == 2, "not one retry after the dropped download"
+
+
+def downloads(server: KaggleServer) -> list[dict]:
+    return [r for r in server.requests if r["method"] == "GET"]
+
+
+def test_one_dropped_download_is_retried_once_and_completes(tmp_path, server):
+    server.fault = "drop_once"
+    project = tmp_path / "project"
+    project.mkdir()
+    fetched = run_fetch(project, kaggle_env(tmp_path / "home", KAGGLE_USERNAME=USER, KAGGLE_KEY=KEY))
+    assert fetched.returncode == 0, fetched.stderr[-3000:]
+    with zipfile.ZipFile(io.BytesIO(ZIP)) as zf:
+        assert {k: v for k, v in raw_files(project).items() if k != ".catgan-fetch.json"} == \
+            {name: zf.read(name) for name in zf.namelist()}
+    first, retry = downloads(server)
+    # A resume from the bytes kept; kaggle keeps none of a chunk cut short, so it may be 0.
+    assert "Range" not in first["headers"] and retry["headers"]["Range"].startswith("bytes=")

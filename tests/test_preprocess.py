@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -176,8 +177,18 @@ def test_too_many_bad_files_leaves_no_output(tmp_path):
     assert run(raw, out, min_size=8, max_bad_fraction=0.7)["files_used"] == 1
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "no_images", "all_bad"])
-def test_nothing_usable(tmp_path, case):
+# case -> the error after "<raw folder>: ", as a regular expression
+NOTHING_USABLE = {
+    "missing": r"raw image folder not found; run the fetch stage first",
+    "empty": r"the raw image folder is empty; check data\.source and data\.path, then run the "
+             r"fetch stage again",
+    "no_images": r"no image files \(\.bmp, .*\) found among its 1 entries \(e\.g\. notes\.txt\)",
+    "all_bad": r"none of the 1 image files is usable \(empty: 1\)",
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOTHING_USABLE))
+def test_nothing_usable_says_which_of_four_faults_it_is(tmp_path, case):
     raw = tmp_path / "raw"
     if case != "missing":
         raw.mkdir()
@@ -185,7 +196,7 @@ def test_nothing_usable(tmp_path, case):
         (raw / "notes.txt").write_text("hello")
     if case == "all_bad":
         (raw / "a.png").write_bytes(b"")
-    with pytest.raises(UserError, match="raw"):
+    with pytest.raises(UserError, match=f"^{re.escape(str(raw))}: {NOTHING_USABLE[case]}"):
         run(raw, tmp_path / "out", max_bad_fraction=1.0)
     assert not (tmp_path / "out").exists()
 

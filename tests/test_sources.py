@@ -65,12 +65,17 @@ def test_folder_source_errors(tmp_path, case):
     raw = tmp_path / "raw"
     path = {"missing": str(tmp_path / "nowhere"), "empty_key": "",
             "not_zip": str(tmp_path / "cats.tar"), "inside_output": str(raw / "mine")}[case]
+    message = {"missing": f"data.path: {path!r} does not exist; set data.path to a folder",
+               "empty_key": "data.path is empty; data.source=folder needs data.path set",
+               "not_zip": f"data.path: {path} is a file but not a .zip; give a folder or a .zip",
+               "inside_output": f"data.path: {path} overlaps the fetch output {raw}; point it"}[case]
     if case == "not_zip":
         Path(path).write_bytes(b"tar")
     if case == "inside_output":
         Path(path).mkdir(parents=True)
-    with pytest.raises(UserError, match="data.path"):
+    with pytest.raises(UserError) as err:
         fetch("folder", raw, **fetch_args(path=path))
+    assert str(err.value).startswith(message), str(err.value)
     if case == "inside_output":
         assert Path(path).is_dir()  # replacing the output did not wipe the source
     else:

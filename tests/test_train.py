@@ -236,9 +236,11 @@ def test_step_log_follows_the_global_step_count(tiny_params, tiny_images, tmp_pa
 
 
 def test_precision_and_process_count_get_their_own_checkpoint_folder(tiny_params, tmp_path):
-    folders = {train_mod.checkpoint_dir(tmp_path, tiny_params(train=t), "d")
-               for t in ({}, {"precision": "bf16"}, {"nproc": 2}, {"log_every": 5})}
-    assert len(folders) == 3  # log_every does not change the trajectory
+    base, bf16, nproc, log_every = (train_mod.checkpoint_dir(tmp_path, tiny_params(train=t), "d")
+                                    for t in ({}, {"precision": "bf16"}, {"nproc": 2},
+                                              {"log_every": 5}))
+    assert log_every == base, "log_every does not change the trajectory, so it shares the folder"
+    assert len({base, bf16, nproc}) == 3, "bf16 and nproc=2 train differently from the default"
 
 
 def test_training_runs_with_torch_numpy_and_pillow_only(tmp_path):

@@ -216,8 +216,13 @@ def preprocess(raw_dir: Path, out_dir: Path, *, image_size: int, min_size: int, 
                         "(dvc repro fetch)")
     files, unreadable, ignored = _walk(raw_dir)
     found = len(files) + len(unreadable)
+    if not (files or unreadable or ignored):
+        raise UserError(f"{raw_dir}: the raw image folder is empty; check data.source and "
+                        "data.path, then run the fetch stage again (dvc repro --force fetch)")
     if not files:
-        raise UserError(f"{raw_dir}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found; "
+        others = sorted(unreadable + ignored)
+        raise UserError(f"{raw_dir}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found "
+                        f"among its {len(others)} entries (e.g. {_one_line(_display(others[0]))}); "
                         "check data.source and data.path")
     skipped: dict[str, list[str]] = defaultdict(list)
     skipped["unreadable"] += [_display(p) for p in unreadable]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from badimages import Corpus, display, write_bad_corpus
-from conftest import ROOT, TINY, merge, write_params
+from conftest import ROOT, TINY, merge, missing, write_params
 from PIL import Image
 
 from catgan.data.names import portable
@@ -156,8 +156,8 @@ def unprivileged(tmp_path: Path) -> tuple[str, ...]:
     except OSError:  # no setpriv
         works = None
     if works is None or works[0] != 0 or works[1] == 0:
-        pytest.skip("running as root, and setpriv cannot drop CAP_DAC_OVERRIDE here: chmod 000 "
-                    "does not stop root reading a file")
+        missing("running as root, and setpriv cannot drop CAP_DAC_OVERRIDE here: chmod 000 does "
+                "not stop root reading a file", "install setpriv (util-linux) or run the tests as a non-root user")
     return prefix
 
 

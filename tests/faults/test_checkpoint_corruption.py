@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from stagerun import make_project, ok, prepared, run, run_side_by_side, same_state_dicts
+from stagerun import make_project, ok, run, run_side_by_side, same_state_dicts
 
 from catgan import checkpoint
 
@@ -116,11 +116,11 @@ def test_no_checkpoint_is_no_checkpoint_silently(tmp_path, caplog):
 
 
 @pytest.mark.slow  # three training runs: out of the quick loop
-def test_train_stage_resumes_from_prev_after_a_bit_flip_and_ends_bit_for_bit(tmp_path):
+def test_train_stage_resumes_from_prev_after_a_bit_flip_and_ends_bit_for_bit(tiny_data,
+                                                                             tmp_path):
     """Epoch 3 of 4 is damaged on disk: the re-run goes on from epoch 2 and matches an unbroken run."""
-    data = prepared(tmp_path / "data")
-    whole = make_project(tmp_path / "whole", {"train": {"epochs": 4}}, data=data)
-    cut = make_project(tmp_path / "cut", {"train": {"epochs": 3}}, data=data)
+    whole = make_project(tmp_path / "whole", {"train": {"epochs": 4}}, data=tiny_data)
+    cut = make_project(tmp_path / "cut", {"train": {"epochs": 3}}, data=tiny_data)
     for done in run_side_by_side([(whole, "train"), (cut, "train")]):
         ok(done)
     last = next(cut.glob("checkpoints/*/last.pt"))

@@ -2,19 +2,26 @@
 
 Recognisable fake secrets are planted in every place kaggle 2.2.5 reads (KAGGLE_KEY,
 KAGGLE_API_TOKEN, $KAGGLE_CONFIG_DIR/kaggle.json, ~/.kaggle/access_token); then the real stages run
-with tracking on, and every byte they wrote or printed is searched for them.
+with tracking on, fetching from the local Kaggle (tests/kaggleserver.py) with them, and every byte
+they wrote or printed is searched for them.
 """
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY, merge, write_params
 
+DATASET = "spandan2/cats-faces-64x64-for-generative-models"
+# The planted token is inactive there, so the client falls back to the planted key.
+REFUSED = ("signed in with KAGGLE_USERNAME/KAGGLE_KEY (user 'c4tg4n-user'): Kaggle refused the "
+           "credentials (HTTP 401")
 MARK = "c4tg4nSECRET"
 SECRETS = {
     "KAGGLE_KEY": f"{MARK}-env-key-5f1e0c93",
@@ -62,38 +69,64 @@ def leaks(root: Path, planted: list[Path], outputs: list[subprocess.CompletedPro
     return found
 
 
+def local_kaggle(env: dict, username: str, key: str, token: str, images: int = 4):
+    """The local Kaggle (tests/kaggleserver.py) serving DATASET, knowing these credentials, and
+    ``env`` pointed at it: the stage never reaches the real Kaggle."""
+    from kaggleserver import KaggleServer, kaggle_zip, serving
+
+    env = {**{k: v for k, v in env.items() if "proxy" not in k.lower()},
+           "KAGGLE_API_ENVIRONMENT": "TEST"}
+    return serving(KaggleServer(username, key, token, {DATASET: (1, kaggle_zip(images))})), env
+
+
 @pytest.mark.slow  # all five stages: out of the quick loop
 def test_pipeline_with_tracking_records_no_secret(secret_home):
+    """Fetch signs in with the planted token and downloads from the local Kaggle; the other stages
+    log the run, and the report and manifests name the Kaggle source."""
     root, env, planted = secret_home
     project = root / "project"
     project.mkdir()
-    write_params(project, merge(TINY, {"tracking": {"enabled": True}}))
+    write_params(project, merge(TINY, {"data": {"source": "kaggle", "kaggle_dataset": DATASET},
+                                       "tracking": {"enabled": True}}))
     outputs = []
-    for stage in ("fetch", "preprocess", "train", "evaluate", "plot"):
-        proc = run_stage(project, stage, env)
-        outputs.append(proc)
-        assert proc.returncode == 0, f"{stage} failed:\n{proc.stderr.decode()[-3000:]}"
+    server, env = local_kaggle(env, "c4tg4n-user", SECRETS["kaggle.json"],
+                               SECRETS["KAGGLE_API_TOKEN"], TINY["data"]["synthetic_count"])
+    with server as kaggle:
+        for stage in ("fetch", "preprocess", "train", "evaluate", "plot"):
+            proc = run_stage(project, stage, env)
+            outputs.append(proc)
+            assert proc.returncode == 0, f"{stage} failed:\n{proc.stderr.decode()[-3000:]}"
+    assert kaggle.requests[0]["json"] == {"token": SECRETS["KAGGLE_API_TOKEN"]}  # it was read
     # The search must have something to search: a tracked run, its artifacts, a report.
-    db = (project / "mlflow.db").read_bytes()
-    assert b"train.batch_size" in db and b"data.source" in db
+    with sqlite3.connect(project / "mlflow.db") as db:
+        assert db.execute("select value from params where key = 'data.source'").fetchall() == \
+            [("kaggle",)]
     assert any((project / "mlartifacts").rglob("*.png"))
     assert (project / "report" / "index.html").stat().st_size > 0
+    assert json.loads((project / "data/raw/.catgan-fetch.json").read_text())["source"] == "kaggle"
     assert (project / "data" / "prepared" / "manifest.json").is_file()
     assert leaks(root, planted, outputs) == []
 
 
-def test_kaggle_fetch_fails_fast_without_echoing_a_secret(secret_home):
-    """Kaggle is unreachable here (or rejects the fake key): one error line, nothing written."""
+def test_kaggle_fetch_refused_fails_fast_without_echoing_a_secret(secret_home):
+    """A Kaggle that knows none of the planted credentials: one error line, nothing written, and
+    no waiting on retries."""
     root, env, planted = secret_home
-    project = root / "kaggle_project"
+    project = root / "refused_project"
     project.mkdir()
-    write_params(project, merge(TINY, {"data": {"source": "kaggle"}}))
-    proc = run_stage(project, "fetch", env)
+    write_params(project, merge(TINY, {"data": {"source": "kaggle", "kaggle_dataset": DATASET}}))
+    server, env = local_kaggle(env, "someone-else", "other-key", "other-token")
+    with server as kaggle:
+        started = time.monotonic()
+        proc = run_stage(project, "fetch", env)
+        elapsed = time.monotonic() - started
     assert proc.returncode == 2, proc.stderr.decode()[-3000:]
     stderr = proc.stderr.decode()
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Kaggle" in errors[0], stderr
+    assert len(errors) == 1 and REFUSED in errors[0], stderr
+    assert kaggle.requests, "the client never reached the local Kaggle"
+    assert elapsed < 30, f"a refusal took {elapsed:.0f} s: the client retried"
     assert [p.name for p in project.rglob("*") if p.is_file()] == ["params.yaml"]
     assert leaks(root, planted, [proc]) == []
 
@@ -101,31 +134,18 @@ def test_kaggle_fetch_fails_fast_without_echoing_a_secret(secret_home):
 def test_kaggle_fetch_from_the_local_kaggle_records_no_secret(secret_home):
     """The real client signs in with the planted token and downloads from tests/kaggleserver.py;
     then fetch fails on a 500. Neither run writes or prints a secret."""
-    import threading
-
-    from kaggleserver import KaggleServer, kaggle_zip
-
     root, env, planted = secret_home
     project = root / "local_kaggle_project"
     project.mkdir()
-    dataset = "spandan2/cats-faces-64x64-for-generative-models"
-    write_params(project, merge(TINY, {"data": {"source": "kaggle", "kaggle_dataset": dataset}}))
-    env = {**{k: v for k, v in env.items() if "proxy" not in k.lower()},
-           "KAGGLE_API_ENVIRONMENT": "TEST"}
-    server = KaggleServer("c4tg4n-user", SECRETS["kaggle.json"], SECRETS["KAGGLE_API_TOKEN"],
-                          {dataset: (1, kaggle_zip())})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    write_params(project, merge(TINY, {"data": {"source": "kaggle", "kaggle_dataset": DATASET}}))
+    server, env = local_kaggle(env, "c4tg4n-user", SECRETS["kaggle.json"],
+                               SECRETS["KAGGLE_API_TOKEN"])
+    with server as kaggle:
         fetched = run_stage(project, "fetch", env)
-        server.fault = "500"
+        kaggle.fault = "500"
         failed = run_stage(project, "fetch", env)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
     assert fetched.returncode == 0, fetched.stderr.decode()[-3000:]
     assert failed.returncode == 2 and b"HTTP 500" in failed.stderr, failed.stderr.decode()
-    assert server.requests[0]["json"] == {"token": SECRETS["KAGGLE_API_TOKEN"]}  # it was sent
+    assert kaggle.requests[0]["json"] == {"token": SECRETS["KAGGLE_API_TOKEN"]}  # it was sent
     assert len(list((project / "data" / "raw" / "cats").glob("*.jpg"))) == 4
     assert leaks(root, planted, [fetched, failed]) == []

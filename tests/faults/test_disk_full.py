@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY, merge
-from stagerun import in_tmpfs, make_project, prepared, tmpfs_works, tree_bytes
+from conftest import TINY, merge, missing
+from stagerun import in_tmpfs, make_project, tmpfs_works, tree_bytes
 
 from catgan import checkpoint
 from catgan.errors import UserError
@@ -30,12 +30,8 @@ FILL = 'fallocate -l $(( $(df --output=avail -B1 . | tail -n 1) - {free} )) fill
 @pytest.fixture(scope="module")
 def tmpfs(tmp_path_factory) -> None:
     if not tmpfs_works(tmp_path_factory.mktemp("probe")):
-        pytest.skip("no user namespace may mount a tmpfs here; the in-process disk-full tests still run")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return prepared(tmp_path_factory.mktemp("data"))
+        missing("no user namespace may mount a tmpfs here (the in-process disk-full tests still run)",
+                "allow unprivileged user namespaces (`unshare --user --map-root-user --mount`)")
 
 
 def test_train_stage_on_a_full_disk_fails_clearly_and_keeps_its_last_checkpoint(tmpfs, tiny_data, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from stagerun import empty_store, make_project, prepared, start, wait_until
+from stagerun import empty_store, make_project, start, wait_until
 
 from catgan import checkpoint
 from catgan.config import TrackingConfig
@@ -20,13 +20,13 @@ from catgan.tracking import MlflowTracker, open_run
 
 
 @pytest.mark.slow  # a train stage process logging to MLflow for seconds: out of the quick loop
-def test_train_stage_outlives_its_store_folder_being_deleted(tmp_path):
-    data = prepared(tmp_path / "data")
+def test_train_stage_outlives_its_store_folder_being_deleted(tiny_data, tmp_path):
     store = tmp_path / "store"
     store.mkdir()
     uri = f"sqlite:///{empty_store(store)}"
     project = make_project(tmp_path / "project", {"train": {"epochs": 3},
-                                                  "tracking": {"enabled": True, "uri": uri}}, data=data)
+                                                  "tracking": {"enabled": True, "uri": uri}},
+                           data=tiny_data)
     log = project / "train.log"
     proc = start(project, "train", log)
     assert wait_until(lambda: any(project.glob("checkpoints/*/last.pt")), proc)
