@@ -182,11 +182,14 @@ def _compare_table(summary: stats.Summary) -> str:
                       "identical" if s.identical else _span(m, s.ci)]
         diff = ("+" if row.difference >= 0 else "") + _fmt(m, row.difference)
         rows.append(cells + [f"{diff} {_span(m, row.interval)}", row.verdict])
-    head = ["metric", *(["mean", "sd", f"{pct} interval"] * 2), f"{b} − {a} [Welch {pct}]",
+    # The arms' names head their column groups; the difference's header stays short so the
+    # verdict keeps its room at 1300 px.
+    head = ["metric", *(["mean", "sd", f"{pct} interval"] * 2), f"difference [Welch {pct}]",
             "verdict"]
     groups = [("", 1), (a, 3), (b, 3), ("", 2)]
     return f"<h3>{escape(b)} vs {escape(a)}</h3>" + _table(head, rows, groups=groups) + (
-        f"<p>{len(summary.runs)} study runs. sd: the seed-to-seed standard deviation; intervals: "
+        f"<p>{len(summary.runs)} study runs. Difference: {escape(b)} − {escape(a)}. sd: the "
+        f"seed-to-seed standard deviation; intervals: "
         f"Student t over seeds, Welch t for the difference; identical: the same value in every "
         f"seed. SWD is x1e3, lower is better; the diversity ratio is best toward 1; D(real) and "
         f"D(G(z)) are the discriminator's mean sigmoid on real and generated images. Hover a "
