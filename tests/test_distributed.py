@@ -41,8 +41,8 @@ RECIPE = {"model": {"spectral_norm": True},
           "train": {"ema": 0.9, "augment": "color,translation,cutout", "loss": "ralsgan"}}
 
 
-@pytest.mark.parametrize("overrides", [{}, pytest.param(RECIPE, marks=pytest.mark.slow)],
-                         ids=["course", "recipe"])
+@pytest.mark.slow  # two processes: over 5 s, so out of the quick loop
+@pytest.mark.parametrize("overrides", [{}, RECIPE], ids=["course", "recipe"])
 def test_both_processes_hold_identical_weights_after_a_step(tmp_path, tiny_images, overrides):
     mp.spawn(_worker, args=(free_port(), str(tmp_path), tiny_images, overrides), nprocs=2,
              join=True)

@@ -212,6 +212,7 @@ def test_one_wave_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, m
     assert {j.params["train"]["threads"] for j in limited} == {3}  # -S wins
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_runs_in_child_processes_with_parallel(tmp_path):
     data = write_zip(tmp_path / "cats.zip")
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
@@ -262,6 +263,7 @@ def test_runs_still_going_at_the_time_limit_are_stopped_and_the_rest_packed(tmp_
     assert not list((tmp_path / "out" / "study" / "runs").glob("*/run.json"))
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     data = write_zip(tmp_path / "cats.zip", count=8)
     # One batch of 16 from 8 images: catgan's loop takes a short batch, the course's drops it.

@@ -58,6 +58,7 @@ def same(a: Path, b: Path) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_train_evaluate_plot_write_every_declared_output(prepared, tmp_path):
     project = clone(prepared, tmp_path, {})
     run_stage(project, "train")

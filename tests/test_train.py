@@ -133,6 +133,7 @@ def test_recipe_step_equals_a_step_written_out_by_hand(tiny_params, tiny_images,
             torch.testing.assert_close(averaged[key], value)
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_checkpoint_from_other_params_is_not_resumed(tiny_params, tiny_images, tmp_path, caplog):
     train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path)
     other = train(tiny_params(train={"epochs": 2, "lr": 0.001}), tiny_images, "d", tmp_path)
@@ -142,6 +143,7 @@ def test_checkpoint_from_other_params_is_not_resumed(tiny_params, tiny_images, t
     assert same_weights(other.generator, fresh.generator)
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_quality_is_measured_every_n_epochs_seeded_and_written_blank_between(
         tiny_params, tiny_images, tmp_path):
     params = tiny_params(train={"epochs": 3}, eval={"every": 2})

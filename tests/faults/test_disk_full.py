@@ -34,6 +34,7 @@ def tmpfs(tmp_path_factory) -> None:
                 "allow unprivileged user namespaces (`unshare --user --map-root-user --mount`)")
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_train_stage_on_a_full_disk_fails_clearly_and_keeps_its_last_checkpoint(tmpfs, tiny_data, tmp_path):
     src = make_project(tmp_path / "src", {"train": {"epochs": 1}}, data=tiny_data)
     (src / "epochs2.yaml").write_text(yaml.safe_dump(merge(TINY, {"train": {"epochs": 2}})))
