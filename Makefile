@@ -34,17 +34,17 @@ test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 ui: $(STAMP)
-	UI_HOST=$(UI_HOST) UI_PORT=$(UI_PORT) $(BIN)/python -m catgan.ui
+	UI_HOST=$(UI_HOST) UI_PORT=$(UI_PORT) $(BIN)/python -m catgan.tracking.ui
 
-# A team's MLflow server (catgan/server.py): PostgreSQL store in $(SERVER_DIR), served artifacts.
+# A team's MLflow server (catgan/tracking/server.py): PostgreSQL store in $(SERVER_DIR), served artifacts.
 # Users log in unless it serves loopback only; SERVER_AUTH=1 or 0 decides instead.
 server: $(STAMP)
-	$(BIN)/python -m catgan.server start --host $(SERVER_HOST) --port $(SERVER_PORT) --dir $(SERVER_DIR) \
+	$(BIN)/python -m catgan.tracking.server start --host $(SERVER_HOST) --port $(SERVER_PORT) --dir $(SERVER_DIR) \
 	  $(if $(SERVER_AUTH),--auth $(SERVER_AUTH))
 
 server-stop: $(STAMP)
-	$(BIN)/python -m catgan.server stop --dir $(SERVER_DIR)
+	$(BIN)/python -m catgan.tracking.server stop --dir $(SERVER_DIR)
 
 # A teammate's user on that server; the password goes to $(SERVER_DIR)/credentials/$(NAME) (0600).
 server-user: $(STAMP)
-	$(BIN)/python -m catgan.server add-user "$(NAME)" --dir $(SERVER_DIR)
+	$(BIN)/python -m catgan.tracking.server add-user "$(NAME)" --dir $(SERVER_DIR)

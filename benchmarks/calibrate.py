@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from benchmarks.common import synthetic_array
 from catgan.images import grid_image, save_png
-from catgan.losses import g_loss
-from catgan.models import build, sample
+from catgan.model.losses import g_loss
+from catgan.model.nets import build, sample
 
 LATENT = 128
 

@@ -1,6 +1,6 @@
 """One training step two ways, interleaved in one process: catgan's against the course's.
 
-catgan's step (``catgan.train._step``) draws D's fakes under ``no_grad`` and freezes D while G's
+catgan's step (``catgan.training.loop._step``) draws D's fakes under ``no_grad`` and freezes D while G's
 loss back-propagates through it, so no weight gradient is computed for D there. The course's step
 builds G's graph for D's fakes and computes D's weight gradients in G's step, only to zero them
 before D's next step. Both give the same weights bit for bit (tests/test_train.py checks it); this
@@ -17,9 +17,9 @@ import torch
 
 from benchmarks.common import median, synthetic_array
 from catgan.config import parse_params
-from catgan.distributed import Dist
-from catgan.losses import d_loss, g_loss
-from catgan.train import _networks, _step
+from catgan.model.losses import d_loss, g_loss
+from catgan.training.distributed import Dist
+from catgan.training.loop import _networks, _step
 
 
 def course_step(nets, real: torch.Tensor, latent: int) -> None:

@@ -22,12 +22,12 @@ import torch
 
 from benchmarks import common
 from benchmarks.train_throughput import REFERENCE
-from catgan import provenance
 from catgan.config import VARIANTS, Params, parse_params
 from catgan.data.preprocess import load_images, preprocess
 from catgan.errors import cli_entry
-from catgan.tracking import NullTracker
-from catgan.train import train
+from catgan.study import provenance
+from catgan.tracking.client import NullTracker
+from catgan.training.loop import train
 
 FULL_SET = 9303  # distinct images in the full Kaggle set: what one real epoch trains on
 # Same seed, weights and batches: only rounding differs, so early steps must agree closely.

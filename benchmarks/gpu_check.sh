@@ -9,7 +9,7 @@
 #   benchmarks/gpu_check.sh --cpu    dry run of every part on the CPU with tiny sizes
 #   GPU_CHECK_OUT=$OUT benchmarks/gpu_check.sh    keep the JSON results in $OUT (default: a temp dir)
 #
-# Only torch, torchvision, numpy and Pillow are assumed: catgan.train and catgan.data.preprocess
+# Only torch, torchvision, numpy and Pillow are assumed: catgan.training.loop and catgan.data.preprocess
 # need no more (tests/test_train.py checks it); a failed import stops the script and is named.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 BUDGET=${GPU_CHECK_BUDGET_S:-225}
 
 # One interpreter for all three: each start imports torch, seconds out of the budget.
-if ! "$PY" -c "import catgan.train, torchvision, catgan.data.preprocess" 2>"$OUT/import.err"; then
+if ! "$PY" -c "import catgan.training.loop, torchvision, catgan.data.preprocess" 2>"$OUT/import.err"; then
   echo "cannot import: $(tail -n 1 "$OUT/import.err")"
   echo "these checks need torch, torchvision, numpy and Pillow"
   exit 3

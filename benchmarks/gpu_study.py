@@ -1,6 +1,6 @@
-"""The whole study on one GPU: the arms (catgan/arms.py: course-baseline, course-fused, modern, ...)
+"""The whole study on one GPU: the arms (catgan/study/arms.py: course-baseline, course-fused, modern, ...)
 over seeds, the saturating G loss, and the course's own loop for parity, written as a study folder
-(catgan/studydir.py) and packed into one archive that ``catgan study-page`` turns into the study
+(catgan/study/folder.py) and packed into one archive that ``catgan study-page`` turns into the study
 page, with each arm's best generator beside it.
 
     python -m benchmarks.gpu_study --data PATH --out DIR [--epochs 60] [--seeds 0 1 2]
@@ -10,8 +10,8 @@ page, with each arm's best generator beside it.
         [-S key=value ...]
         [--name gpu]
 
-Needs only Python with torch, numpy and Pillow: the runs go through catgan.train (the pipeline's
-exact loop, no tracker), catgan.evaluate and the course's loop fed from catgan's prepared array,
+Needs only Python with torch, numpy and Pillow: the runs go through catgan.training.loop (the pipeline's
+exact loop, no tracker), catgan.metrics.evaluate and the course's loop fed from catgan's prepared array,
 none of which imports PyYAML, MLflow, DVC or torchvision. ``--data`` is a zip or folder of images
 (prepared here with the preprocess stage's own code, so the content hash is the one the
 pipeline's manifest records) or a prepared uint8 N x 3 x 64 x 64 ``.npy``.
@@ -38,9 +38,9 @@ run.json is there is skipped, so an interrupted study resumes. Grids are kept as
 ones of each arm's lowest-seed study run for the page's video, so the archive stays well
 under the 16 MiB a file may have to come back from the device machine. The lowest-SWD study run
 of each arm leaves its generator in fp16 beside the archive, as
-``study.generator-<arm>.pt`` (at most 8 MiB each; catgan/weightsfile.py): ``catgan sample``
+``study.generator-<arm>.pt`` (at most 8 MiB each; catgan/generate/weightsfile.py): ``catgan sample``
 draws from it and the study page shows its samples. study.json records the provenance
-(catgan/provenance.py): the code's commit or, on a copy without .git, its content hash.
+(catgan/study/provenance.py): the code's commit or, on a copy without .git, its content hash.
 """
 from __future__ import annotations
 
@@ -66,19 +66,22 @@ import torch
 from PIL import Image
 
 from benchmarks import reference_loop
-from catgan import arms, provenance, studydir, weightsfile
 from catgan.config import VARIANTS, Params, flatten, parse_params
 from catgan.data.archive import safe_extract_zip
 from catgan.data.preprocess import load_images, preprocess
-from catgan.distributed import describe, select_device
 from catgan.errors import UserError, cli_entry
-from catgan.evaluate import evaluate
 from catgan.fileio import atomic_dir, atomic_path
+from catgan.generate import weightsfile
 from catgan.images import grid_image, save_png
-from catgan.losses import grad_norm
-from catgan.models import sample
-from catgan.outputs import write_csv
-from catgan.train import COLUMNS, HISTORY_COLUMNS, steps_per_epoch, train
+from catgan.metrics.evaluate import evaluate
+from catgan.model.losses import grad_norm
+from catgan.model.nets import sample
+from catgan.study import folder as studydir
+from catgan.study import arms
+from catgan.study import provenance
+from catgan.training.distributed import describe, select_device
+from catgan.training.loop import COLUMNS, HISTORY_COLUMNS, steps_per_epoch, train
+from catgan.training.outputs import write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE_LIMIT = 16 << 20  # the most one file may have to come back from the device machine
@@ -107,7 +110,7 @@ class Job:
     run_dir: str
     steps: int  # course runs: the pipeline run's optimisation steps, matched
     frames: int  # grids kept: evenly spaced over the epochs, the last always; 1 = the last only
-    code: str  # the content hash of the code that runs it (catgan/provenance.py)
+    code: str  # the content hash of the code that runs it (catgan/study/provenance.py)
 
     @property
     def name(self) -> str:
@@ -185,7 +188,7 @@ def parse_overrides(items: list[str], arm_names: list[str] = ()) -> dict:
             raise UserError(f"-S {key}: the study sets it per run; use {RESERVED[key]} instead")
         setters = [a for a in arm_names if key in arms.get(a).overrides]
         if setters:
-            raise UserError(f"-S {key}: arm {setters[0]} sets it (catgan/arms.py); leave it to "
+            raise UserError(f"-S {key}: arm {setters[0]} sets it (catgan/study/arms.py); leave it to "
                             "the arm, or pick arms that do not set it")
         try:
             value = json.loads(text)

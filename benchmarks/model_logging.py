@@ -18,9 +18,9 @@ _ONE = """
 import json, sys, tempfile, time
 from pathlib import Path
 from catgan.config import parse_params
-from catgan.models import build
-from catgan.tracking import MlflowTracker
-from catgan.train import TrainResult
+from catgan.model.nets import build
+from catgan.tracking.client import MlflowTracker
+from catgan.training.outputs import TrainResult
 from stages.train import log_generator
 
 variant, folder = sys.argv[1], Path(sys.argv[2])

@@ -1,7 +1,7 @@
 """What the per-epoch quality check costs against the epoch it follows, measured side by side.
 
 Times training steps at the committed settings (batch 128, fp32, channels_last) and the check of
-catgan/monitor.py (eval.monitor_samples generated and real images: SWD, D scores, diversity) on
+catgan/training/monitor.py (eval.monitor_samples generated and real images: SWD, D scores, diversity) on
 the same networks, interleaved, then reports the check as a share of a full epoch.
 
     python -m benchmarks.monitor_cost --variant baseline --images 9303
@@ -16,9 +16,9 @@ import torch
 
 from benchmarks.common import median, synthetic_array
 from catgan.config import parse_params
-from catgan.distributed import Dist
-from catgan.monitor import Monitor
-from catgan.train import _networks, _step
+from catgan.training.distributed import Dist
+from catgan.training.loop import _networks, _step
+from catgan.training.monitor import Monitor
 
 
 def main() -> None:

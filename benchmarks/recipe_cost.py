@@ -1,6 +1,6 @@
 """What the recipe's techniques add to a training step, as ratios to the plain step, side by side.
 
-Each arm is ``catgan.train._step`` on its own networks at the committed settings (baseline, batch
+Each arm is ``catgan.training.loop._step`` on its own networks at the committed settings (baseline, batch
 128, fp32, channels_last) with one set of overrides: ``train.ema``, ``train.augment`` (DiffAugment),
 both, and for reference ``train.loss: rasgan`` (one more D forward in G's step) and
 ``model.spectral_norm``. The arms take turns step by step, in an order that rotates every round,
@@ -27,11 +27,11 @@ from unittest import mock
 
 import torch
 
-import catgan.train as train_mod
+import catgan.training.loop as train_mod
 from benchmarks.common import describe, load_average, machine, markdown_table, median, synthetic_array
 from catgan.config import parse_params
-from catgan.distributed import Dist
-from catgan.ema import GeneratorEMA
+from catgan.model.ema import GeneratorEMA
+from catgan.training.distributed import Dist
 
 POLICY = "color,translation,cutout"
 ARMS = {

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from catgan.errors import UserError
-from catgan.models import build
+from catgan.model.nets import build
 
 STATS = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 WORKERS = 3

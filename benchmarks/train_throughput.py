@@ -6,7 +6,7 @@ stage makes from those files (made once, outside the timing).
 
 Only steady-state steps are timed, in windows of ``--steps`` steps between two device
 synchronisations (on the CPU, plain perf_counter); no sample grid, checkpoint or quality check
-falls inside one. catgan's window is its own epoch loop (``catgan.train._epoch``: batch gather,
+falls inside one. catgan's window is its own epoch loop (``catgan.training.loop._epoch``: batch gather,
 the step, a host read every ``train.log_every`` steps), after ``--warmup`` untimed steps per
 config (cuDNN autotuning, compilation). The course's window is its loop, ``.item()`` after every
 step included, and starts after ``--warmup`` steps of the same call (its loader's workers start
@@ -38,9 +38,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks import common, reference_loop
 from catgan.config import Params, parse_params
 from catgan.data.preprocess import load_images, preprocess
-from catgan.distributed import Dist
 from catgan.errors import cli_entry
-from catgan.train import _epoch, _networks, _step
+from catgan.training.distributed import Dist
+from catgan.training.loop import _epoch, _networks, _step
 
 REFERENCE = "reference (course)"
 # An H200's bf16 dense tensor-core peak as issue #21 gives it; NVIDIA's datasheet says 989 for the
@@ -96,7 +96,7 @@ class Ours:
         self._run(warmup)
 
     def _run(self, steps: int) -> None:
-        torch.backends.cudnn.benchmark = self.device.type == "cuda"  # as catgan.train.train sets it
+        torch.backends.cudnn.benchmark = self.device.type == "cuda"  # as catgan.training.loop.train sets it
         self.epochs += 1
         _epoch(self.nets, self.data, self.params, self.epochs, steps)
 

@@ -37,7 +37,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 def _tracking(args: argparse.Namespace) -> tuple[str, str]:
     from catgan.config import TrackingConfig, load_params
-    from catgan.mlflowstore import tracking_uri
+    from catgan.tracking.store import tracking_uri
 
     if args.tracking_uri and args.experiment:
         return args.tracking_uri, args.experiment
@@ -48,7 +48,7 @@ def _tracking(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from catgan.compare import from_dvc, from_mlflow, render, stats
+    from catgan.study.compare import from_dvc, from_mlflow, render, stats
 
     if args.source == "dvc":
         records = from_dvc.collect(args.repo)
@@ -60,7 +60,7 @@ def _compare(args: argparse.Namespace) -> None:
     paths = render.save(summary, args.out)
     print("wrote " + ", ".join(str(p) for p in paths))
     if args.register:
-        from catgan.compare.register import register_best
+        from catgan.study.compare.register import register_best
 
         print("\n".join(register_best(*_tracking(args))))
 
@@ -111,10 +111,10 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from catgan import sample
     from catgan.data.preprocess import load_images
     from catgan.errors import UserError
-    from catgan.trained import open_trained
+    from catgan.generate import sample
+    from catgan.generate.trained import open_trained
 
     if args.num < 1 or (args.interpolate is not None and args.interpolate < 2):
         raise UserError("-n must be at least 1 and --interpolate at least 2 (its two endpoints)")
@@ -141,16 +141,16 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:
-    from catgan import study
+    from catgan.study import run as study
 
-    # Its own parser reads the rest of the command line (catgan/study.py), --help included.
+    # Its own parser reads the rest of the command line (catgan/study/run.py), --help included.
     p = sub.add_parser("study", help="variants x seeds through DVC's queue, then the study page",
                        add_help=False)
     p.set_defaults(run=study.main)
 
 
 def _add_arm(sub: argparse._SubParsersAction) -> None:
-    from catgan import arms
+    from catgan.study import arms
 
     p = sub.add_parser("arm", help="an arm's params overrides as -S arguments: "
                        "dvc exp run -n modern $(catgan arm modern)")
@@ -170,8 +170,9 @@ def _add_study_page(sub: argparse._SubParsersAction) -> None:
 
 
 def _study_page(args: argparse.Namespace) -> None:
-    from catgan import studydir, studypage
+    from catgan.study import folder as studydir
 
+    from catgan.study import page as studypage
     folder = args.source
     if folder.is_file():
         folder = studydir.unpack(folder, args.out or Path("studies") / studydir.archive_stem(folder))
@@ -179,14 +180,14 @@ def _study_page(args: argparse.Namespace) -> None:
 
 
 def _add_server(sub: argparse._SubParsersAction) -> None:
-    # Its own parser reads the rest of the command line (catgan/server.py), --help included.
+    # Its own parser reads the rest of the command line (catgan/tracking/server.py), --help included.
     p = sub.add_parser("server", help="the team's MLflow server: start, stop, add-user NAME",
                        add_help=False)
     p.set_defaults(run=_server)
 
 
 def _server(argv: list[str]) -> None:
-    from catgan import server
+    from catgan.tracking import server
 
     server.main(argv, prog="catgan server")
 

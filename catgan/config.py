@@ -32,7 +32,7 @@ G_LOSSES = ("non_saturating", "saturating")
 # standard: the course's BCE, G's form set by train.g_loss; rasgan and ralsgan: the relativistic
 # average standard and least-squares GANs (Jolicoeur-Martineau 2018), D's and G's losses both.
 LOSSES = ("standard", "rasgan", "ralsgan")
-AUGMENTS = ("color", "translation", "cutout")  # DiffAugment's policies (catgan/augment.py)
+AUGMENTS = ("color", "translation", "cutout")  # DiffAugment's policies (catgan/model/augment.py)
 _AUGMENT = "(" + "|".join(AUGMENTS) + ")"
 # The user:password@ of a URL: here rather than in mlflowstore, which imports this module.
 PASSWORD_IN_URL = re.compile(r"(?<=://)([^/@:\s]*):[^/\s]*@")

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from catgan.compare import from_dvc, render, stats
 from catgan.config import VARIANTS, flatten, load_params, parse_params
-from catgan.dvccli import dvc
 from catgan.errors import UserError, cli_entry
-from catgan.table import align
+from catgan.study.compare import from_dvc, render, stats
+from catgan.study.dvccli import dvc
+from catgan.study.table import align
 
 # Few images, a small batch and many steps: on 2 CPU cores this is what makes the samples look
 # like the synthetic cats within minutes.
@@ -116,7 +116,7 @@ def exp_table(exps: list[from_dvc.Experiment]) -> str:
 def report_paths() -> dict[str, Path]:
     """Each demo run's report, as logged to MLflow: a plain file under mlartifacts/."""
     from catgan.config import TrackingConfig
-    from catgan.mlflowstore import open_client, tracking_uri
+    from catgan.tracking.store import open_client, tracking_uri
 
     client = open_client(tracking_uri(TrackingConfig()), must_exist=True)
     exp = client.get_experiment_by_name(TrackingConfig().experiment)

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from catgan import studydir, studypage
+from catgan.study import folder as studydir
+
 from catgan.errors import cli_entry
 from catgan.fileio import atomic_path
+from catgan.study import page as studypage
 
 DOCS = Path(__file__).resolve().parent
 GRID_WIDTH, JPEG_QUALITY = 960, 85

@@ -3,14 +3,14 @@ from pathlib import Path
 
 from catgan.config import flat_numbers, load_params
 from catgan.data.preprocess import load_images
-from catgan.distributed import select_device
 from catgan.errors import cli_entry
-from catgan.evaluate import evaluate
 from catgan.fileio import write_json
-from catgan.models import build
-from catgan.outputs import load_state_dict, read_run
-from catgan.seeding import seed_everything
-from catgan.tracking import open_run
+from catgan.metrics.evaluate import evaluate
+from catgan.model.nets import build
+from catgan.tracking.client import open_run
+from catgan.training.distributed import select_device
+from catgan.training.outputs import load_state_dict, read_run
+from catgan.training.seeding import seed_everything
 
 
 @cli_entry

@@ -9,11 +9,11 @@ from catgan.config import load_params
 from catgan.data.preprocess import load_images
 from catgan.errors import cli_entry
 from catgan.images import grid_image, save_png
-from catgan.models import build, layer_table
-from catgan.plots import plot_losses, plot_scores, read_rows, write_video
-from catgan.outputs import read_json, read_run
-from catgan.report import IMAGE_KEYS, build_report
-from catgan.tracking import open_run
+from catgan.model.nets import build, layer_table
+from catgan.report.plots import plot_losses, plot_scores, read_rows, write_video
+from catgan.report.runpage import IMAGE_KEYS, build_report
+from catgan.tracking.client import open_run
+from catgan.training.outputs import read_json, read_run
 
 OUT = Path("report")
 

@@ -1,6 +1,6 @@
 """DVC stage train: train G and D on data/prepared, resuming from the last complete epoch.
 
-Run by ``python -m catgan.launch`` (torchrun) with train.nproc processes on each node; every process
+Run by ``python -m catgan.training.launch`` (torchrun) with train.nproc processes on each node; every process
 trains its share of each batch, and only the main one writes outputs and the MLflow run.
 """
 import json
@@ -8,14 +8,18 @@ import logging
 import time
 from pathlib import Path
 
-from catgan import distributed, imagemodel
+from catgan.training import distributed
+
 from catgan.config import load_params, project_root
 from catgan.data.preprocess import load_images
 from catgan.errors import UserError, cli_entry
-from catgan.models import format_layer_table, layer_table
-from catgan.outputs import write_train_outputs
-from catgan.tracking import NullTracker, make_tracker
-from catgan.train import checkpoint_dir, train
+from catgan.generate import imagemodel
+from catgan.model.nets import format_layer_table, layer_table
+from catgan.tracking.client import make_tracker
+from catgan.tracking.runmeta import run_tags
+from catgan.training.loop import checkpoint_dir, train
+from catgan.training.outputs import write_train_outputs
+from catgan.training.tracker import NullTracker
 
 PREPARED = Path("data/prepared")
 log = logging.getLogger(__name__)
@@ -28,12 +32,12 @@ def main() -> None:
     if dist.local_world != params.train.nproc:  # per node: the global world is nodes x nproc
         raise UserError(f"train.nproc = {params.train.nproc} but {dist.local_world} process(es) "
                         "started on this node; "
-                        f"run `python -m catgan.launch --nproc-per-node={params.train.nproc} "
+                        f"run `python -m catgan.training.launch --nproc-per-node={params.train.nproc} "
                         "--module stages.train` (dvc repro does) or set train.nproc to match")
     try:
         images = load_images(PREPARED / "images.npy")
         data_hash = json.loads((PREPARED / "manifest.json").read_text())["content_hash"]
-        tracker = make_tracker(params.tracking) if dist.main else NullTracker()
+        tracker = make_tracker(params.tracking, run_tags(params, data_hash)) if dist.main else NullTracker()
         ckpt_dir = checkpoint_dir(project_root(), params, data_hash)
         result = train(params, images, data_hash, ckpt_dir, tracker, dist, device)
         if dist.main:

@@ -1,4 +1,4 @@
-"""The team server of `make server` (catgan.server) for the tests, and its REST API read plainly."""
+"""The team server of `make server` (catgan.tracking.server) for the tests, and its REST API read plainly."""
 from __future__ import annotations
 
 import base64
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from conftest import free_port
 
-from catgan import server
-from catgan.localserver import group_alive
-from catgan.outputs import EPOCH_KEY, STEP_KEY
+from catgan.tracking import server
+from catgan.tracking.localserver import group_alive
+from catgan.training.outputs import EPOCH_KEY, STEP_KEY
 
 MARK = "c4tg4nSECRET"
 PASSWORD = f"{MARK}-tracking-password-4e1f9a27"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from catgan import config
-from catgan.augment import (
+from catgan.model.augment import (
     POLICIES,
     augment,
     brightness,

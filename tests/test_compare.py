@@ -16,14 +16,14 @@ import yaml
 from scipy import stats
 
 from catgan.cli import main
-from catgan.compare.from_dvc import collect as collect_dvc
-from catgan.compare.from_dvc import experiments, records
-from catgan.compare.from_mlflow import collect as collect_mlflow
-from catgan.compare.render import render_text, save
-from catgan.compare.runs import Record
-from catgan.compare.stats import direction, summarize
 from catgan.errors import UserError
-from catgan.outputs import EPOCH_KEY, STEP_KEY
+from catgan.study.compare.from_dvc import collect as collect_dvc
+from catgan.study.compare.from_dvc import experiments, records
+from catgan.study.compare.from_mlflow import collect as collect_mlflow
+from catgan.study.compare.render import render_text, save
+from catgan.study.compare.runs import Record
+from catgan.study.compare.stats import direction, summarize
+from catgan.training.outputs import EPOCH_KEY, STEP_KEY
 
 SAMPLE = Path(__file__).parent / "data" / "dvc_exp_show.json"
 SWD = "eval.swd.swd_avg"
@@ -99,7 +99,7 @@ def test_direction_only_for_model_quality_metrics():
     assert direction("eval.swd_real_floor.swd_avg") is None  # a reference, not the model
     assert direction("eval.inception.kid_std") is None
     assert direction("eval.scores.fake") is None and direction("loss_g") is None
-    # MLflow's keys of the per-epoch curves (catgan.outputs.EPOCH_KEY)
+    # MLflow's keys of the per-epoch curves (catgan.training.outputs.EPOCH_KEY)
     assert direction("epoch/swd_avg") == "lower" and direction("epoch/loss_d") is None
     assert direction("epoch/diversity_ratio") == "higher up to 1"
 
@@ -255,7 +255,7 @@ def mlflow_store(tmp_path_factory) -> str:
         r = client.create_run(experiment, start_time=start,
                               run_name=f"{variant}-seed{seed}-{start}")
         # The keys the train stage logs: per epoch, with the quality check, and per step
-        # (catgan.outputs); and evaluate's settings beside its metrics
+        # (catgan.training.outputs); and evaluate's settings beside its metrics
         metrics = [Metric(EPOCH_KEY + "loss_d", 9.0, start, 1),
                    Metric(EPOCH_KEY + "loss_d", 1.0 + seed, start, 2),
                    Metric(EPOCH_KEY + "swd_avg", 60.0 + seed, start, 2),

@@ -14,11 +14,11 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
-from catgan import checkpoint
 from catgan.config import parse_params
-from catgan.distributed import Dist
-from catgan.outputs import EPOCH_KEY
-from catgan.train import train
+from catgan.training import checkpoint
+from catgan.training.distributed import Dist
+from catgan.training.loop import train
+from catgan.training.outputs import EPOCH_KEY
 from conftest import ROOT, TINY, free_port, merge, write_params
 from test_stages import stage_env
 
@@ -109,7 +109,7 @@ def test_plain_python_with_nproc_2_says_how_to_launch(project, tmp_path):
                           capture_output=True, text=True, timeout=120, env=stage_env(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: train.nproc = 2 but 1 process(es) started on this node; run `python -m catgan.launch "
+        "error: train.nproc = 2 but 1 process(es) started on this node; run `python -m catgan.training.launch "
         "--nproc-per-node=2 --module stages.train` (dvc repro does) or set train.nproc to match"]
 
 
@@ -197,7 +197,7 @@ def test_a_bad_launcher_option_is_one_line(argv, message, tmp_path):
 
 
 def test_the_launcher_is_standalone_only_without_multi_node_options(monkeypatch):
-    from catgan.launch import parse
+    from catgan.training.launch import parse
 
     assert parse(["--nproc-per-node=2", "train.py"])[0].standalone
     assert not parse(["--nnodes=2", "--master-addr=10.0.0.1", "train.py"])[0].standalone

@@ -133,7 +133,7 @@ def test_queued_sweep_runs_two_at_once_and_lands_both_runs_in_the_main_mlflow_st
     assert "Failed" not in swept, swept
     from mlflow.tracking import MlflowClient
 
-    from catgan.train import COLUMNS
+    from catgan.training.loop import COLUMNS
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("catgan").experiment_id],
@@ -163,9 +163,9 @@ def test_compare_from_dvc_and_from_mlflow_gives_the_same_metrics_of_the_same_run
                                                                                 swept):
     """The queued sweep's two runs, read from DVC's metric files and from the
     MLflow store: the same keys, the same numbers, no settings among them."""
-    from catgan.compare import from_dvc, from_mlflow
-    from catgan.compare.runs import NOT_METRICS
-    from catgan.compare.stats import summarize
+    from catgan.study.compare import from_dvc, from_mlflow
+    from catgan.study.compare.runs import NOT_METRICS
+    from catgan.study.compare.stats import summarize
 
     in_dvc = from_dvc.collect(project)
     in_mlflow = from_mlflow.collect(f"sqlite:///{project / 'mlflow.db'}", "catgan")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from catgan.compare.from_dvc import experiments, records
+from catgan.study.compare.from_dvc import experiments, records
 from conftest import copy_project, free_port, sh
 from test_dvc_pipeline import ran_stages
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from catgan.ema import GeneratorEMA, ramped
+from catgan.model.ema import GeneratorEMA, ramped
 
 
 def net() -> nn.Module:

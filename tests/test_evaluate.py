@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from catgan.config import flat_numbers
-from catgan.evaluate import evaluate, mean_score, real_sets
-from catgan.models import build
-from catgan.train import train
+from catgan.metrics.evaluate import evaluate, mean_score, real_sets
+from catgan.model.nets import build
+from catgan.training.loop import train
 
 
 @pytest.fixture

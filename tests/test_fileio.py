@@ -7,10 +7,10 @@ import stat
 
 import pytest
 
-from catgan.compare.render import save
-from catgan.compare.runs import Record
-from catgan.compare.stats import summarize
 from catgan.fileio import atomic_dir, atomic_path, write_text
+from catgan.study.compare.render import save
+from catgan.study.compare.runs import Record
+from catgan.study.compare.stats import summarize
 
 
 @pytest.fixture(params=[0o022, 0o002], ids=["umask022", "umask002"])

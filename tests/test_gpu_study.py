@@ -18,12 +18,16 @@ import pytest
 import torch
 import torchvision.transforms as T
 
+from catgan import cli
 from catgan.config import parse_params
 from catgan.data.archive import safe_extract_zip
 from catgan.data.preprocess import preprocess
 from catgan.errors import UserError
-from catgan import arms, cli, provenance, studydir, weightsfile
-from catgan.studydir import load_study
+from catgan.generate import weightsfile
+from catgan.study import folder as studydir
+from catgan.study.folder import load_study
+from catgan.study import arms
+from catgan.study import provenance
 from imagefactory import noise, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from catgan.compare.render import render_text, to_dict
-from catgan.compare.runs import Record
-from catgan.compare.stats import describe, summarize
+from catgan.study.compare.render import render_text, to_dict
+from catgan.study.compare.runs import Record
+from catgan.study.compare.stats import describe, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = "eval.diversity.diversity_real"

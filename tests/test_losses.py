@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from catgan.errors import UserError
 from catgan.config import G_LOSSES, LOSSES, parse_params
-from catgan.losses import d_loss, g_loss, grad_norm, relativistic
+from catgan.errors import UserError
+from catgan.model.losses import d_loss, g_loss, grad_norm, relativistic
 
 MODERATE = torch.tensor([-3.0, -1.2, -0.1, 0.0, 0.4, 1.7, 3.0])
 

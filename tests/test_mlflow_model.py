@@ -12,10 +12,11 @@ from PIL import Image
 
 from catgan.cli import main
 from catgan.config import parse_params
-from catgan.imagemodel import LatentsToImages, latents, signature
-from catgan.outputs import write_train_outputs
-from catgan.tracking import EXPERIMENT_TAGS, MlflowTracker
-from catgan.train import train
+from catgan.generate.imagemodel import LatentsToImages, latents, signature
+from catgan.tracking.client import EXPERIMENT_TAGS, MlflowTracker
+from catgan.tracking.runmeta import run_tags
+from catgan.training.loop import train
+from catgan.training.outputs import write_train_outputs
 from conftest import TINY, merge
 from stages.train import log_dataset, log_generator
 
@@ -40,6 +41,7 @@ def store(tmp_path_factory):
         params = parse_params(merge(TINY, {"model": {"variant": variant}, "train": {
             "seed": seed, "epochs": 1}, "tracking": {"enabled": True}}))
         ck = root / f"{variant}{seed}"
+        tracker.tags = run_tags(params, "d" * 64)  # as the train stage names its run
         result = train(params, images, "d" * 64, ck, tracker)
         write_train_outputs(result, ck / "grids", models=ck / "models", metrics=ck / "m",
                             samples=ck / "s", variant=variant, latent_dim=128, seed=seed)

@@ -1,4 +1,4 @@
-"""Architecture, init and layer-table checks for catgan.models."""
+"""Architecture, init and layer-table checks for catgan.model.nets."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,7 @@ from torch import nn
 
 from catgan import config
 from catgan.errors import UserError
-from catgan.models import (
+from catgan.model.nets import (
     VARIANTS,
     batch_statistics,
     build,

@@ -1,4 +1,4 @@
-"""Curve figures, CSV reading and the sample-sheet video in catgan.plots."""
+"""Curve figures, CSV reading and the sample-sheet video in catgan.report.plots."""
 from __future__ import annotations
 
 import imageio.v3 as iio
@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from catgan.errors import UserError
-from catgan.outputs import write_csv
-from catgan.plots import plot_losses, plot_scores, read_rows, steps_per_epoch, write_video
-from catgan.train import COLUMNS
+from catgan.report.plots import plot_losses, plot_scores, read_rows, steps_per_epoch, write_video
+from catgan.training.loop import COLUMNS
+from catgan.training.outputs import write_csv
 
 DPI = 50
 

@@ -1,4 +1,4 @@
-"""catgan/provenance.py: this project's commit where it is a checkout, the content hash of its code
+"""catgan/study/provenance.py: this project's commit where it is a checkout, the content hash of its code
 everywhere, and no other repository's commit: the device machine gets a copy without .git, which
 may lie inside someone else's checkout."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catgan import provenance
+from catgan.study import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"]
@@ -99,7 +99,7 @@ def test_the_record_holds_versions_device_command_and_wall_time():
 
 @pytest.mark.slow
 def test_gpu_check_s_line_from_a_copy_inside_another_checkout(tmp_path):
-    """`python -m catgan.provenance` in a copy of the code inside another checkout, as the device
+    """`python -m catgan.study.provenance` in a copy of the code inside another checkout, as the device
     machine has it: the copy's content hash, never the enclosing repository's commit."""
     outer = tmp_path / "outer"
     outer.mkdir()

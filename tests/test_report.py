@@ -1,4 +1,4 @@
-"""The self-contained HTML report in catgan.report."""
+"""The self-contained HTML report in catgan.report.runpage."""
 from __future__ import annotations
 
 import base64
@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from catgan.config import flatten
 from catgan.errors import UserError
 from catgan.images import grid_image, save_png
-from catgan.models import baseline, layer_table
-from catgan.plots import write_video
-from catgan.config import flatten
-from catgan.report import IMAGE_KEYS, build_report, format_value
+from catgan.model.nets import baseline, layer_table
+from catgan.report.plots import write_video
+from catgan.report.runpage import IMAGE_KEYS, build_report, format_value
 
 TITLE = "baseline <seed 0> & 3 epochs"
 METRICS = {

@@ -13,12 +13,12 @@ from PIL import Image
 
 from catgan.cli import main
 from catgan.config import parse_params
-from catgan.imagemodel import latents
+from catgan.generate.imagemodel import latents
+from catgan.generate.sample import nearest, slerp
 from catgan.images import to_uint8
-from catgan.models import sample as g_sample
-from catgan.outputs import write_train_outputs
-from catgan.sample import nearest, slerp
-from catgan.train import train
+from catgan.model.nets import sample as g_sample
+from catgan.training.loop import train
+from catgan.training.outputs import write_train_outputs
 from conftest import TINY, merge
 
 

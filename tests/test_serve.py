@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from catgan.cli import main
-from catgan.compare.register import register_best
 from catgan.config import parse_params
-from catgan.imagemodel import latents
-from catgan.outputs import write_train_outputs
-from catgan.tracking import MlflowTracker
-from catgan.train import train
-from catgan.localserver import free_port
+from catgan.generate.imagemodel import latents
+from catgan.study.compare.register import register_best
+from catgan.tracking.client import MlflowTracker
+from catgan.tracking.localserver import free_port
+from catgan.training.loop import train
+from catgan.training.outputs import write_train_outputs
 from conftest import TINY, env, merge
 from stages.train import log_generator
 from test_sample import pixels

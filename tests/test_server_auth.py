@@ -1,4 +1,4 @@
-"""The team server with MLflow's basic-auth app (catgan.serverauth): on by default off loopback,
+"""The team server with MLflow's basic-auth app (catgan.tracking.auth): on by default off loopback,
 forced on here on 127.0.0.1 as SERVER_AUTH=1 does. Without credentials a train stage stops in one
 line, with a teammate's it logs its whole run, a wrong password is refused and recorded nowhere,
 one teammate cannot delete another's experiment, and a restart keeps the admin's password."""
@@ -17,9 +17,11 @@ from mlflowserver import (MARK, PASSWORD, assert_complete, call, files_holding_m
                           secret_uri, team_server)
 from test_stages import run_stage, stage_env
 
-from catgan import server, serverauth
+from catgan.tracking import server
+
 from catgan.cli import main
 from catgan.errors import UserError
+from catgan.tracking import auth as serverauth
 from conftest import ROOT, TINY, merge, write_params
 
 slow = pytest.mark.slow
@@ -58,7 +60,7 @@ def test_make_passes_server_auth_and_the_new_user_s_name():
     assert "--auth" not in dry_run("server")
     assert "--host 0.0.0.0 --port 5000 --dir .server --auth 0" in dry_run(
         "server", "SERVER_HOST=0.0.0.0", "SERVER_AUTH=0")
-    assert 'catgan.server add-user "alice" --dir .server' in dry_run("server-user", "NAME=alice")
+    assert 'catgan.tracking.server add-user "alice" --dir .server' in dry_run("server-user", "NAME=alice")
 
 
 def test_credentials_files_are_0600_from_the_start_and_read_back(tmp_path):

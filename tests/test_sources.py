@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from catgan.config import parse_params
 from catgan.data.kaggle_source import fetch_kaggle, kaggle_secrets
 from catgan.data.preprocess import preprocess
 from catgan.data.sources import MANIFEST, copy_folder, fetch
-from catgan.config import parse_params
 from catgan.errors import UserError
 from imagefactory import (MESSY_DUPLICATES, MESSY_FOUND, MESSY_SKIPPED, MESSY_USED, tree_files,
                           write_messy_tree, zip_tree)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from catgan import arms
+from catgan.study import arms
 from conftest import BIN, TINY, clone_project, env, merge, sh
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def runs_of(project: Path, study: str) -> list:
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     exp = client.get_experiment_by_name("catgan")
-    return client.search_runs([exp.experiment_id], f"tags.`catgan.study` = '{study}'")
+    return client.search_runs([exp.experiment_id], f"tags.`catgan.study.run` = '{study}'")
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from catgan import studyexport
-from catgan.mlflowstore import open_client
+from catgan.study import export as studyexport
+from catgan.tracking.store import open_client
 
 
 @pytest.mark.parametrize("processes, steps", [(None, 3), ("1", 3), ("2", 2)])

@@ -1,4 +1,4 @@
-"""The study page in catgan.studypage, on a small made-up study folder."""
+"""The study page in catgan.study.page, on a small made-up study folder."""
 from __future__ import annotations
 
 import csv
@@ -16,11 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from catgan import studypage, weightsfile
-from catgan.compare.render import render_text
+from catgan.study import page as studypage
+
 from catgan.errors import UserError
-from catgan.models import build
-from catgan.studydir import WEIGHTS, load_study, weights_name, write_run_meta, write_study
+from catgan.generate import weightsfile
+from catgan.model.nets import build
+from catgan.study.compare.render import render_text
+from catgan.study.folder import WEIGHTS, load_study, weights_name, write_run_meta, write_study
 
 HISTORY = ("epoch", "loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm", "swd_avg",
            "swd_64", "swd_32", "swd_16", "fixed_real_score", "fixed_fake_score", "diversity_ratio")
@@ -96,7 +98,7 @@ def make_study(root: Path, *, fused_shift: float = -12.0, extras: bool = True) -
     return root
 
 
-# As the GPU study records it on a copy of the tree without .git (catgan/provenance.py).
+# As the GPU study records it on a copy of the tree without .git (catgan/study/provenance.py).
 MADE_BY = {"code": {"commit": None, "clean": None, "content_hash": "c0de" * 16,
                     "hashed": "catgan/, stages/, benchmarks/",
                     "note": "no git checkout of this project at /tmp/x (a copy of its files)"},

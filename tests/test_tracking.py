@@ -5,9 +5,10 @@ import pytest
 
 from catgan.config import TrackingConfig
 from catgan.errors import UserError
-from catgan.mlflowstore import tracking_uri
-from catgan.tracking import MlflowTracker
-from catgan.train import COLUMNS, train
+from catgan.tracking.client import MlflowTracker
+from catgan.tracking.runmeta import run_tags
+from catgan.tracking.store import tracking_uri
+from catgan.training.loop import COLUMNS, train
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +19,17 @@ def store(tmp_path_factory):
 
 
 def test_run_holds_params_metrics_images_and_tags(store, tiny_params, tiny_images, tmp_path):
-    result = train(tiny_params(tracking={"enabled": True}), tiny_images, "abc123", tmp_path / "ck",
-                   store)
+    params = tiny_params(tracking={"enabled": True})
+    store.tags = run_tags(params, "abc123")  # as the train stage names its run
+    result = train(params, tiny_images, "abc123", tmp_path / "ck", store)
     store.finish()
     run = store.client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["model.variant"] == "fused"
     assert run.data.params["train.batch_size"] == "4"
     assert run.data.tags["variant"] == "fused" and run.data.tags["data_hash"] == "abc123"
-    assert run.data.tags["seed"] == "0"
+    assert run.data.tags["seed"] == "0" and run.data.tags["mlflow.runName"] == "fused-seed0"
+    assert run.data.tags["data_images"] == str(len(tiny_images))  # the loop's own tags join them
     for col in COLUMNS:
         epochs = store.client.get_metric_history(result.run_id, "epoch/" + col)
         assert [m.step for m in epochs] == [1, 2]

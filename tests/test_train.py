@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-import catgan.train as train_mod
-from catgan import checkpoint
-from catgan.monitor import QUALITY
-from catgan.outputs import write_train_outputs
-from catgan.train import COLUMNS, HISTORY_COLUMNS, TrainingDiverged, train
+from catgan.training import checkpoint
+import catgan.training.loop as train_mod
+from catgan.training.loop import COLUMNS, HISTORY_COLUMNS, TrainingDiverged, train
+from catgan.training.monitor import QUALITY
+from catgan.training.outputs import write_train_outputs
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -60,8 +60,8 @@ def test_resume_equals_uninterrupted_run(tiny_params, tiny_images, tmp_path):
 def test_step_equals_the_course_step_bit_for_bit(tiny_params, tiny_images):
     """The step skips G's graph for D's fakes and D's weight gradients in G's step; the course's
     step computes both and throws them away. The weights must not notice."""
-    from catgan.distributed import Dist
-    from catgan.losses import d_loss, g_loss
+    from catgan.model.losses import d_loss, g_loss
+    from catgan.training.distributed import Dist
 
     params = tiny_params(train={"channels_last": False})
     nets = train_mod._networks(params, torch.device("cpu"), Dist())
@@ -89,9 +89,9 @@ def test_step_equals_the_course_step_bit_for_bit(tiny_params, tiny_images):
 def test_recipe_step_equals_a_step_written_out_by_hand(tiny_params, tiny_images, loss):
     """DiffAugment on every batch D sees, the loss for D and G (a relativistic G's judged against
     the reals as D sees them after its step), spectral norm in D, then the average moves."""
-    from catgan.augment import augment
-    from catgan.distributed import Dist
-    from catgan.losses import d_loss, g_loss, relativistic
+    from catgan.model.augment import augment
+    from catgan.model.losses import d_loss, g_loss, relativistic
+    from catgan.training.distributed import Dist
 
     params = recipe(tiny_params, train={"channels_last": False, "loss": loss})
     policy = params.train.augment
@@ -259,7 +259,7 @@ from pathlib import Path
 from catgan.config import parse_params
 from catgan.data.preprocess import preprocess
 from catgan.data.synthetic import write_synthetic
-from catgan.train import train
+from catgan.training.loop import train
 params = parse_params({{"train": {{"epochs": 1, "batch_size": 4, "steps_per_epoch": 1, "threads": 1}},
                        "tracking": {{"enabled": False}}}})
 root = Path({str(tmp_path)!r})
@@ -277,8 +277,8 @@ print(train(params, images, "x", root / "ckpt").history[0]["epoch"])
 
 def test_the_checkpoint_key_hashes_the_code_that_shapes_training_and_not_what_logs_it():
     code = train_mod.shaping_code()
-    assert {"catgan/train.py", "catgan/models.py", "catgan/losses.py", "catgan/seeding.py"} <= set(code)
-    assert not {"catgan/tracking.py", "catgan/progress.py", "catgan/monitor.py"} & set(code)
+    assert {"catgan/training/loop.py", "catgan/model/nets.py", "catgan/model/losses.py", "catgan/training/seeding.py"} <= set(code)
+    assert not {"catgan/tracking/client.py", "catgan/progress.py", "catgan/training/monitor.py"} & set(code)
     assert not any(name.startswith(("catgan/metrics/", "stages/")) for name in code)
 
 
@@ -296,7 +296,7 @@ def recipe(tiny_params, **groups):
 
 def test_the_recipe_keys_off_change_nothing_and_run_none_of_its_code(
         tiny_params, tiny_images, tmp_path, monkeypatch):
-    import catgan.models
+    import catgan.model.nets
 
     default = train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path / "a")
 
@@ -305,7 +305,7 @@ def test_the_recipe_keys_off_change_nothing_and_run_none_of_its_code(
 
     for name in ("GeneratorEMA", "augment", "relativistic"):
         monkeypatch.setattr(train_mod, name, refuse)
-    monkeypatch.setattr(catgan.models, "spectrally_normed", refuse)
+    monkeypatch.setattr(catgan.model.nets, "spectrally_normed", refuse)
     off = train(tiny_params(model=OFF["model"], train={**OFF["train"], "epochs": 1}), tiny_images,
                 "d", tmp_path / "b")
     assert same_weights(default.generator, off.generator)
@@ -351,8 +351,8 @@ def test_with_ema_the_average_is_what_grids_checks_and_saved_models_show(
     from PIL import Image
 
     from catgan.images import grid_image
-    from catgan.models import sample
-    from catgan.monitor import Monitor
+    from catgan.model.nets import sample
+    from catgan.training.monitor import Monitor
 
     params = recipe(tiny_params)
     result = train(params, tiny_images, "d", tmp_path)

@@ -17,9 +17,11 @@ from PIL import Image
 
 from catgan.config import VARIANTS
 from catgan.errors import UserError
-from catgan.tracking import MlflowTracker
-from catgan.train import TrainResult, train
-from catgan.ui import runs_page, serve
+from catgan.tracking.client import MlflowTracker
+from catgan.tracking.runmeta import run_tags
+from catgan.tracking.ui import runs_page, serve
+from catgan.training.loop import train
+from catgan.training.outputs import TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "test-artifacts" / "mlflow-ui.png"
@@ -65,6 +67,7 @@ def test_ui_shows_each_variant_its_metrics_and_samples(tiny_params, tiny_images,
         results = {}
         for variant in VARIANTS:
             params = tiny_params(model={"variant": variant}, tracking={"enabled": True})
+            tracker.tags = run_tags(params, "ui-test")  # as the train stage names its run
             results[variant] = train(params, tiny_images, "ui-test", tmp_path / variant, tracker)
             tracker.log_metrics({"eval.swd.swd_avg": 1.0}, step=2)  # as evaluate logs it
             tracker.finish()
@@ -214,8 +217,8 @@ def test_the_study_pages_tables_fit_a_1300_px_window(tmp_path):
     tall, its verdict on screen; the header's links wrap instead of widening the page."""
     from playwright.sync_api import sync_playwright
 
-    from catgan import studypage
-    from catgan.studydir import write_study
+    from catgan.study import page as studypage
+    from catgan.study.folder import write_study
     from test_studypage import MADE_BY, add_weights, make_study
 
     browser = chromium()

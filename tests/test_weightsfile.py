@@ -1,4 +1,4 @@
-"""A generator file of the GPU study (catgan/weightsfile.py): fp16, small, and what catgan sample
+"""A generator file of the GPU study (catgan/generate/weightsfile.py): fp16, small, and what catgan sample
 draws from; anything else is refused in one line."""
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from catgan import weightsfile
 from catgan.cli import main
 from catgan.errors import UserError
-from catgan.imagemodel import from_state_dict, latents
+from catgan.generate import weightsfile
+from catgan.generate.imagemodel import from_state_dict, latents
+from catgan.generate.trained import from_weights_file
 from catgan.images import grid_image
-from catgan.models import build
-from catgan.trained import from_weights_file
+from catgan.model.nets import build
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, TINY, merge, write_params
 from test_stages import stage_env
 
-from catgan import checkpoint
+from catgan.training import checkpoint
 
 TIMEOUT = 300  # seconds: only a hang gets near it
 

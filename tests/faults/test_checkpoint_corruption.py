@@ -11,7 +11,7 @@ import pytest
 import torch
 from stagerun import make_project, ok, run, run_side_by_side, same_state_dicts
 
-from catgan import checkpoint
+from catgan.training import checkpoint
 
 SEED = 11
 

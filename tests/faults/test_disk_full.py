@@ -19,9 +19,9 @@ import yaml
 from conftest import TINY, merge, missing
 from stagerun import in_tmpfs, make_project, tmpfs_works, tree_bytes
 
-from catgan import checkpoint
 from catgan.errors import UserError
 from catgan.fileio import atomic_dir, write_json
+from catgan.training import checkpoint
 
 # Fill the tmpfs up to the given number of free bytes.
 FILL = 'fallocate -l $(( $(df --output=avail -B1 . | tail -n 1) - {free} )) filler\n'

@@ -34,8 +34,8 @@ from stagerun import (
 )
 
 from catgan.config import TrackingConfig
-from catgan.tracking import MlflowTracker, open_run
-from catgan.train import COLUMNS, train
+from catgan.tracking.client import MlflowTracker, open_run
+from catgan.training.loop import COLUMNS, train
 
 KILLS = 10
 CHAINS = 2  # kill chains side by side, KILLS // CHAINS kills each: the two cores work at once

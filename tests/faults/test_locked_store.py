@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from catgan.mlflowstore import Retrying
+from catgan.tracking.store import Retrying
 
 
 def test_a_call_refused_with_database_is_locked_is_retried_until_it_goes_through(tmp_path):

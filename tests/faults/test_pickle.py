@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from catgan import checkpoint
 from catgan.errors import UserError
+from catgan.training import checkpoint
 
 
 class Payload:
@@ -57,8 +57,8 @@ def test_checkpoint_load_refuses_pickled_code(tmp_path, caplog):
 
 def test_trained_weights_with_code_are_a_user_error(tmp_path):
     """models/generator.pt as evaluate and plot load it."""
-    from catgan.models import build
-    from catgan.outputs import load_state_dict
+    from catgan.model.nets import build
+    from catgan.training.outputs import load_state_dict
 
     marker = tmp_path / "ran"
     path = evil_state_dict(tmp_path / "generator.pt", marker)

@@ -12,8 +12,10 @@ from mlflowserver import (MARK, artifacts, assert_complete, files_holding_mark, 
                           search_runs, secret_uri, team_server)
 from stagerun import make_project, ok, prepared, run, run_side_by_side, start, wait_until
 
-from catgan import checkpoint, server
+from catgan.training import checkpoint
 
+
+from catgan.tracking import server
 pytestmark = pytest.mark.slow
 
 EPOCHS, STEPS_PER_EPOCH = 8, 2
@@ -112,7 +114,7 @@ def test_a_server_that_never_comes_back_leaves_outputs_and_one_line_and_the_rese
     incomplete = [line for line in text.splitlines() if "is incomplete and left unfinished" in line]
     assert len(incomplete) == 1, text
     redacted = url.replace("http://", "http://c4tg4n-user:***@")
-    assert incomplete[0].startswith(f"ERROR catgan.tracking: MLflow run {run_id} in {redacted} is ")
+    assert incomplete[0].startswith(f"ERROR catgan.tracking.client: MLflow run {run_id} in {redacted} is ")
     assert "dvc repro --force --single-item train" in incomplete[0]
     assert "Traceback" not in text and MARK not in text
     assert checkpoint.load(next(project.glob("checkpoints/*/last.pt")))["epoch"] == EPOCHS

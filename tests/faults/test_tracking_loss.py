@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from stagerun import empty_store, make_project, start, wait_until
 
-from catgan import checkpoint
 from catgan.config import TrackingConfig
-from catgan.mlflowstore import open_client
-from catgan.tracking import MlflowTracker, open_run
+from catgan.tracking.client import MlflowTracker, open_run
+from catgan.tracking.store import open_client
+from catgan.training import checkpoint
 
 
 @pytest.mark.slow  # a train stage process logging to MLflow for seconds: out of the quick loop
@@ -35,10 +35,10 @@ def test_train_stage_outlives_its_store_folder_being_deleted(tiny_data, tmp_path
 
     text = log.read_text()
     failed = [line for line in text.splitlines() if f"MLflow tracking store {uri} failed in " in line]
-    assert len(failed) == 1 and failed[0].startswith("ERROR catgan.tracking:"), failed
+    assert len(failed) == 1 and failed[0].startswith("ERROR catgan.tracking.client:"), failed
     assert "OperationalError" in failed[0]
     incomplete = [line for line in text.splitlines() if "is incomplete and left unfinished" in line]
-    assert len(incomplete) == 1 and incomplete[0].startswith("ERROR catgan.tracking: MLflow run ")
+    assert len(incomplete) == 1 and incomplete[0].startswith("ERROR catgan.tracking.client: MLflow run ")
     assert "Traceback" not in text
 
     assert checkpoint.load(next(project.glob("checkpoints/*/last.pt")))["epoch"] == 3

@@ -1,0 +1,113 @@
+"""A study's MLflow runs written out as a study folder (catgan/study/folder.py) for its page.
+
+Everything comes from the store: per-epoch and per-step metrics, the evaluate stage's metrics, the
+per-epoch grids logged as images, params and tags. Run folders of other kinds already in the
+study folder (the course loop's parity runs) are left as they are.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from catgan.fileio import atomic_dir, write_bytes
+from catgan.study.folder import write_run_meta, write_study
+from catgan.study import arms
+from catgan.training.loop import steps_per_epoch
+from catgan.training.outputs import COLUMNS, EPOCH_KEY, HISTORY_COLUMNS, STEP_KEY, write_csv
+
+_GRID = re.compile(r"samples[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][^+%]+\.png")
+
+
+def export(tracker, study: str, runs: list, out: Path, made_by: dict | None = None) -> Path:
+    """Write ``runs`` (MLflow Run objects of ``study``) under ``out``, with ``made_by``
+    (catgan.study.provenance.record) in study.json; returns ``out``."""
+    client = tracker.client
+    # MLflow draws a progress bar per downloaded file: one per grid would drown the study's output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for run in runs:
+        _export_run(client, run, out / "runs" / run.data.tags["dvc_exp_name"])
+    first = runs[0].data
+    parent = tracker.study_run(study)
+    write_study(out, {
+        "name": study,
+        "device": first.tags.get("device", "unknown"),
+        "data": {"content_hash": first.tags.get("data_hash", ""),
+                 "images": int(first.tags.get("data_images", 0)),
+                 "source": _source(first.params)},
+        "settings": client.get_run(parent).data.params if parent else {},
+        "parent_run_id": parent,
+        **({"provenance": made_by} if made_by else {}),
+    })
+    return out
+
+
+def _source(params: dict) -> str:
+    source = params.get("data.source", "")
+    return f"{source}: {Path(params['data.path']).name}" if params.get("data.path") else source
+
+
+def _export_run(client, run, run_dir: Path) -> None:
+    run_id, params, tags = run.info.run_id, run.data.params, run.data.tags
+    images, batch = int(tags.get("data_images", 0)), int(params["train.batch_size"])
+    # train.nproc counts the processes of one node; runs from before the tag ran on one node.
+    world = int(tags.get("processes", params.get("train.nproc", 1)))
+    per_epoch = steps_per_epoch(images, batch, int(params.get("train.steps_per_epoch", 0)), world)
+    epochs = int(params["train.epochs"])
+    history = _rows(client, run_id, HISTORY_COLUMNS[1:], "epoch", prefix=EPOCH_KEY)
+    steps = _rows(client, run_id, COLUMNS, "step", prefix=STEP_KEY)
+    for row in steps:
+        row["epoch"] = math.ceil(row["step"] / per_epoch)
+    with atomic_dir(run_dir) as tmp:
+        write_csv(history, tmp / "history.csv", HISTORY_COLUMNS)
+        write_csv(steps, tmp / "steps.csv", ("step", "epoch", *COLUMNS))
+        _grids(client, run_id, tmp / "grids")
+        write_run_meta(tmp, {
+            "kind": "saturating" if params.get("train.g_loss") == "saturating" else "study",
+            "variant": params["model.variant"], "seed": int(params["train.seed"]),
+            **_arm(params),
+            "g_loss": params.get("train.g_loss"), "epochs": epochs,
+            "steps": epochs * per_epoch, "batch_size": batch,
+            "images_seen": epochs * min(images, per_epoch * batch),
+            "wall_s": ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,
+            "device": tags.get("device", "unknown"), "eval": _eval(run.data.metrics),
+            "mlflow_run_id": run_id, "dvc_exp_name": tags.get("dvc_exp_name", "")})
+
+
+def _arm(params: dict) -> dict:
+    """The run's arm and its overrides; a run from before arms is its variant's course arm."""
+    arm = arms.get(params.get("tracking.arm") or arms.COURSE + params["model.variant"])
+    return {"arm": arm.name, "overrides": arm.overrides}
+
+
+def _rows(client, run_id: str, columns, key: str, prefix: str = "") -> list[dict]:
+    rows: dict[int, dict] = {}
+    for col in columns:
+        for m in client.get_metric_history(run_id, prefix + col):
+            rows.setdefault(m.step, {key: m.step})[col] = m.value
+    return [rows[k] for k in sorted(rows)]
+
+
+def _grids(client, run_id: str, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in client.list_artifacts(run_id, "images"):
+            match = _GRID.fullmatch(Path(item.path).name)
+            if match:
+                local = Path(client.download_artifacts(run_id, item.path, tmp))
+                write_bytes(dest / f"epoch_{int(match['step']):03d}.png", local.read_bytes())
+
+
+def _eval(metrics: dict[str, float]) -> dict:
+    """``eval.swd.swd_avg`` style keys back into the evaluate stage's nested eval.json."""
+    tree: dict = {}
+    for key, value in metrics.items():
+        if key.startswith("eval."):
+            *path, leaf = key.split(".")[1:]
+            node = tree
+            for part in path:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return tree
