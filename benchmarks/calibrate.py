@@ -2,7 +2,7 @@
 
 A bare loop with catgan's models and losses at the demo's settings (DCGAN init, Adam 2e-4 with
 betas 0.5/0.999, batch 16, the 512 demo images) on its own random stream, torch's global one.
-It saves the grid of 64 fixed latents every ``--every`` steps. The README's calibration figure is
+It saves the grid of 64 fixed latents every ``--every`` steps. The calibration figure of docs/study.md is
 
     python -m benchmarks.calibrate --threads 1 --flush-denormal --steps 2000 --out calibration/
 

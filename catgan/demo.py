@@ -78,7 +78,7 @@ def check(chosen: dict[str, object]) -> None:
     for key in chosen:
         if key not in known:
             raise UserError(f"-S {key}: no such key in params.yaml; `dvc exp run -S` only sets "
-                            "existing keys (README.md, 'Parameters', lists them)")
+                            "existing keys (docs/parameters.md lists them)")
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "params.yaml"
         shutil.copyfile("params.yaml", copy)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{variant}: {path}")
     print(f"\ndemo finished in {time.time() - start:.0f} s")
     print("Browse every run in the MLflow UI: make ui   (http://127.0.0.1:5000)")
-    print("Three seeds per variant, one page: catgan study (README.md, 'A study: both variants over seeds')")
+    print("Three seeds per variant, one page: catgan study (docs/study.md)")
 
 
 if __name__ == "__main__":

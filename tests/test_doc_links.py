@@ -52,3 +52,19 @@ def test_the_anchor_rule_matches_github(tmp_path):
                     "```bash\n# a comment, not a heading\n```\n## Usage\n## Usage\n", encoding="utf-8")
     assert anchors(page) == {"catgan", "the-answer-fused-is-not-better",
                              "results-on-2-cpu-cores-3-epochs", "usage", "usage-1"}
+
+
+README_MAX_LINES = 250
+
+
+def test_the_readme_stays_short():
+    lines = len((ROOT / "README.md").read_text(encoding="utf-8").splitlines())
+    assert lines <= README_MAX_LINES, (f"README.md has {lines} lines, over {README_MAX_LINES}: "
+                                       "move the detail to a docs/*.md page and link it")
+
+
+def test_the_readme_links_every_docs_page():
+    readme = ROOT / "README.md"
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in links(readme)}
+    unlinked = [p.name for p in PAGES[1:] if p.resolve() not in linked]
+    assert not unlinked, f"README.md links no docs page named {unlinked}"

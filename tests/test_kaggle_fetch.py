@@ -92,7 +92,7 @@ def test_good_credentials_fetch_the_dataset_and_preprocess_runs(tmp_path, server
     assert leaks(project, fetched, prepared) == []
 
 
-# fault -> (params, what the error line must say: README's "Troubleshooting the Kaggle fetch")
+# fault -> (params, what the error line must say: docs/troubleshooting.md's "Troubleshooting the Kaggle fetch")
 FAULTS = {
     "bad_key": ({}, "Kaggle refused the credentials (HTTP 401"),
     "bad_token": ({}, "did not accept the credentials found (KAGGLE_API_TOKEN)"),

@@ -28,7 +28,7 @@ def runs_of(project: Path, study: str) -> list:
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     exp = client.get_experiment_by_name("catgan")
-    return client.search_runs([exp.experiment_id], f"tags.`catgan.study.run` = '{study}'")
+    return client.search_runs([exp.experiment_id], f"tags.`catgan.study` = '{study}'")
 
 
 @pytest.fixture(scope="module")

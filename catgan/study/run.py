@@ -81,7 +81,7 @@ def plan(args: argparse.Namespace) -> list[Planned]:
     for key in common:
         if key not in known:
             raise UserError(f"-S {key}: no such key in params.yaml; `dvc exp run -S` only sets "
-                            "existing keys (see README, 'every params key')")
+                            "existing keys (docs/parameters.md lists them)")
     common["tracking.study"] = args.name
     runs = [Planned(f"{args.name}-{a}-s{s}", overrides(common, a, s))
             for a in args.arms for s in args.seeds]
