@@ -247,7 +247,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.getLogger("catgan.train").setLevel(logging.WARNING)  # else an epoch line per window
+    logging.getLogger("catgan.training.loop").setLevel(logging.WARNING)  # else an epoch line per window
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device(args.device)
     info = {**common.machine(args.device), "batch_size": args.batch_size,

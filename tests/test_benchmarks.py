@@ -35,7 +35,7 @@ def markdown_rows(text: str) -> list[dict[str, str]]:
 @pytest.fixture
 def quiet():
     """train_throughput.main quietens the training loop's log; the other tests get it back."""
-    logger = logging.getLogger("catgan.train")
+    logger = logging.getLogger("catgan.training.loop")
     level = logger.level
     yield
     logger.setLevel(level)

@@ -67,7 +67,7 @@ def project(tiny_data, tmp_path_factory):
 
 
 def launch_command(nproc: int, *options: str) -> list[str]:
-    return [sys.executable, "-m", "catgan.launch", f"--nproc-per-node={nproc}", *options,
+    return [sys.executable, "-m", "catgan.training.launch", f"--nproc-per-node={nproc}", *options,
             str(ROOT / "stages/train.py")]
 
 
@@ -191,7 +191,7 @@ def test_nodes_given_different_params_fail_in_one_line(project, tmp_path):
     (["--nnodes=two"], "--nnodes=two: give a number of nodes, or MIN:MAX"),
 ], ids=["standalone-and-nnodes", "node-rank-too-high", "nnodes-not-a-number"])
 def test_a_bad_launcher_option_is_one_line(argv, message, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "catgan.launch", *argv, "train.py"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "catgan.training.launch", *argv, "train.py"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, env=stage_env(tmp_path))
     assert (proc.returncode, proc.stderr.strip()) == (2, f"error: {message}")
 

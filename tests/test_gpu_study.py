@@ -227,7 +227,7 @@ def test_runs_in_child_processes_with_parallel(tmp_path):
 
 
 def test_the_study_imports_without_what_the_gpu_machine_lacks():
-    modules = ["benchmarks.gpu_study", "benchmarks.reference_loop", "catgan.train", "catgan.evaluate",
+    modules = ["benchmarks.gpu_study", "benchmarks.reference_loop", "catgan.training.loop", "catgan.metrics.evaluate",
                "catgan.metrics.swd", "catgan.metrics.diversity", "catgan.metrics.inception"]
     script = (f"import sys\nfor name in {MISSING_THERE!r}:\n    sys.modules[name] = None\n"
               + "".join(f"import {m}\n" for m in modules))

@@ -106,7 +106,7 @@ def test_gpu_check_s_line_from_a_copy_inside_another_checkout(tmp_path):
     (outer / "README").write_text("another project\n", encoding="utf-8")
     other = commit_all(outer)
     copy = copy_code(outer / "project")
-    proc = subprocess.run([sys.executable, "-m", "catgan.provenance", "--json",
+    proc = subprocess.run([sys.executable, "-m", "catgan.study.provenance", "--json",
                            str(tmp_path / "provenance.json"), "--command",
                            "benchmarks/gpu_check.sh"], cwd=copy, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": str(copy)})

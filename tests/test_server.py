@@ -67,7 +67,7 @@ def test_server_start_fails_in_one_line_on_a_taken_port(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "catgan.server", "start", "--port", str(port),
+        proc = subprocess.run([sys.executable, "-m", "catgan.tracking.server", "start", "--port", str(port),
                                "--dir", str(tmp_path / "server")], cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

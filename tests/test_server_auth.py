@@ -40,7 +40,7 @@ def test_auth_is_on_unless_the_server_serves_loopback_only_or_server_auth_says(h
 
 
 def test_auth_turned_off_on_a_reachable_host_is_said_in_one_line(caplog):
-    with caplog.at_level(logging.WARNING, logger="catgan.serverauth"):
+    with caplog.at_level(logging.WARNING, logger="catgan.tracking.auth"):
         serverauth.warn_if_open("127.0.0.1", False)
         serverauth.warn_if_open("0.0.0.0", None)
         serverauth.warn_if_open("0.0.0.0", True)
@@ -258,7 +258,7 @@ def test_adding_a_user_again_needs_their_file_gone_and_gives_a_new_password(team
     assert str(err.value) == (f"user 'erin' was added already; their credentials are in {path} "
                               "(delete it and add them again to give them a new password)")
     path.unlink()
-    with caplog.at_level(logging.WARNING, logger="catgan.serverauth"):
+    with caplog.at_level(logging.WARNING, logger="catgan.tracking.auth"):
         _, second = add_user(folder, "erin", capsys)
     assert caplog.messages == ["user 'erin' was on the server without a credentials file: they "
                                "have a new password"]

@@ -64,7 +64,7 @@ def test_a_damaged_last_checkpoint_is_reported_and_prev_is_loaded(pair, kind, wh
         pair.write_bytes(pair.read_bytes()[:where])
     else:
         flip_bit(pair, where, bit=where % 8)
-    with caplog.at_level(logging.WARNING, logger="catgan.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="catgan.training.checkpoint"):
         state = checkpoint.load(pair)
     assert state["epoch"] == 1 and torch.equal(state["w"], payload(1)["w"])
     assert f"checkpoint {pair} is damaged" in caplog.text
@@ -82,7 +82,7 @@ def test_both_damaged_means_a_fresh_start_said_in_the_log(pair, caplog):
     prev = pair.with_name("prev.pt")
     pair.write_bytes(pair.read_bytes()[:100])
     flip_bit(prev, 200)
-    with caplog.at_level(logging.WARNING, logger="catgan.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="catgan.training.checkpoint"):
         assert checkpoint.load(pair) is None
     assert f"checkpoint {pair} is damaged (no checksum" in caplog.text
     assert f"checkpoint {prev} is damaged (its sha256 does not match" in caplog.text
@@ -92,7 +92,7 @@ def test_both_damaged_means_a_fresh_start_said_in_the_log(pair, caplog):
 def test_a_file_without_checksum_is_not_loaded(tmp_path, caplog):
     path = tmp_path / "last.pt"
     torch.save(payload(3), path)  # a sound zip, but not one that save() sealed
-    with caplog.at_level(logging.WARNING, logger="catgan.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="catgan.training.checkpoint"):
         assert checkpoint.load(path) is None
     assert "no checksum at its end" in caplog.text
 

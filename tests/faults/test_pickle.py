@@ -48,7 +48,7 @@ def test_checkpoint_load_refuses_pickled_code(tmp_path, caplog):
         path.parent.mkdir()
     evil_state_dict(raw, marker)  # no checksum
     legacy.write_bytes(pickle.dumps({"epoch": 3, "generator": Payload(marker)}))  # not even a zip
-    with caplog.at_level(logging.WARNING, logger="catgan.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="catgan.training.checkpoint"):
         for path in (sealed, raw, legacy):
             assert checkpoint.load(path) is None, path
             assert str(path) in caplog.text

@@ -58,7 +58,7 @@ def test_after_a_failure_calls_are_kept_and_finish_reports_those_never_sent(tmp_
     run_id = tracker.start({"lr": 0.1}, {"variant": "fused"})
     tracker.log_metrics({"loss_d": 1.0}, step=1)
     shutil.rmtree(store)
-    with caplog.at_level(logging.ERROR, logger="catgan.tracking"):
+    with caplog.at_level(logging.ERROR, logger="catgan.tracking.client"):
         tracker.log_metrics({"loss_d": 0.5}, step=2)
         tracker.log_rows([{"step": 3, "loss_d": 0.4}], "step", ("loss_d",), prefix="step_")
         tracker.log_image(Image.new("RGB", (8, 8)), "samples", 2)
@@ -66,7 +66,7 @@ def test_after_a_failure_calls_are_kept_and_finish_reports_those_never_sent(tmp_
         tracker.log_artifact(tmp_path / "missing.png", "report")
         tracker.set_tags({"eval.note": "x"})
         tracker.finish()
-    errors = [r.getMessage() for r in caplog.records if r.name == "catgan.tracking"]
+    errors = [r.getMessage() for r in caplog.records if r.name == "catgan.tracking.client"]
     assert len(errors) == 2, errors
     assert errors[0].startswith(f"MLflow tracking store {uri} failed in log_metrics (OperationalError: ")
     assert errors[1].startswith(f"MLflow run {run_id} in {uri} is incomplete and left unfinished: "
@@ -93,12 +93,12 @@ def test_a_later_stage_resends_its_kept_calls_at_its_end_and_leaves_the_run_fini
     store, uri, run_id = _finished_run(tmp_path, monkeypatch)
     evaluate = open_run(TrackingConfig(experiment="faults", uri=uri), run_id)
     away = store.rename(tmp_path / "away")  # the store is gone while the stage logs
-    with caplog.at_level(logging.ERROR, logger="catgan.tracking"):
+    with caplog.at_level(logging.ERROR, logger="catgan.tracking.client"):
         evaluate.log_metrics({"eval.swd": 1.5}, step=3)
         evaluate.set_tags({"eval.note": "x"})
         away.rename(store)
         evaluate.finish(None, "evaluate")
-    errors = [r.getMessage() for r in caplog.records if r.name == "catgan.tracking"]
+    errors = [r.getMessage() for r in caplog.records if r.name == "catgan.tracking.client"]
     assert len(errors) == 1 and "failed in log_metrics" in errors[0], errors
     run = open_client(uri).get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -110,11 +110,11 @@ def test_a_later_stage_that_cannot_resend_names_itself_and_leaves_the_status_alo
     store, uri, run_id = _finished_run(tmp_path, monkeypatch)
     plot = open_run(TrackingConfig(experiment="faults", uri=uri), run_id)
     shutil.rmtree(store)
-    with caplog.at_level(logging.ERROR, logger="catgan.tracking"):
+    with caplog.at_level(logging.ERROR, logger="catgan.tracking.client"):
         plot.log_artifact(tmp_path / "index.html", "report")
         plot.log_artifact(tmp_path / "losses.png", "report")
         plot.finish(None, "plot")
-    errors = [r.getMessage() for r in caplog.records if r.name == "catgan.tracking"]
+    errors = [r.getMessage() for r in caplog.records if r.name == "catgan.tracking.client"]
     assert len(errors) == 2, errors
     assert errors[1].startswith(f"MLflow run {run_id} in {uri} is incomplete: tracking stopped "
                                 "at log_artifact")
