@@ -1,4 +1,5 @@
-"""The study figures of README.md and docs/study.md, made from a study folder or archive by the study page's own code.
+"""The study figures of README.md and docs/study.md, made from a study folder or archive by
+the study page's own code.
 
     python docs/figures.py ../shared/studies/h200-60epochs.tar.gz --prefix h200
 

@@ -1,7 +1,7 @@
 """DVC stage train: train G and D on data/prepared, resuming from the last complete epoch.
 
-Run by ``python -m catgan.training.launch`` (torchrun) with train.nproc processes on each node; every process
-trains its share of each batch, and only the main one writes outputs and the MLflow run.
+Run by ``python -m catgan.training.launch`` (torchrun) with train.nproc processes on each node;
+every process trains its share of each batch, and only the main one writes outputs and the MLflow run.
 """
 import json
 import logging
@@ -37,7 +37,8 @@ def main() -> None:
     try:
         images = load_images(PREPARED / "images.npy")
         data_hash = json.loads((PREPARED / "manifest.json").read_text())["content_hash"]
-        tracker = make_tracker(params.tracking, run_tags(params, data_hash)) if dist.main else NullTracker()
+        tracker = (make_tracker(params.tracking, run_tags(params, data_hash)) if dist.main
+                   else NullTracker())
         ckpt_dir = checkpoint_dir(project_root(), params, data_hash)
         result = train(params, images, data_hash, ckpt_dir, tracker, dist, device)
         if dist.main:

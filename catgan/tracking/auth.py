@@ -1,4 +1,5 @@
-"""Who may use the team server (catgan.tracking.server): MLflow's basic-auth app, its users, their passwords.
+"""Who may use the team server (catgan.tracking.server): MLflow's basic-auth app, its users,
+their passwords.
 
 The users and their permissions live in the database ``mlflow_auth`` of the server's PostgreSQL
 cluster, beside the tracking store's ``mlflow``: MLflow's auth store takes any SQLAlchemy URI, and

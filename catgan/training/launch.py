@@ -1,4 +1,5 @@
-"""``python -m catgan.training.launch --nproc-per-node=N --module stages.train``: torchrun for the train stage.
+"""``python -m catgan.training.launch --nproc-per-node=N --module stages.train``: torchrun for
+the train stage.
 
 It is torch.distributed.run (what the ``torchrun`` command calls) with three changes: it is
 ``--standalone`` unless a multi-node option is given (on the command line or as torchrun's
