@@ -16,10 +16,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from catgan.study import folder as studydir
-
 from catgan.errors import cli_entry
 from catgan.fileio import atomic_path
+from catgan.study import folder as studydir
 from catgan.study import page as studypage
 
 DOCS = Path(__file__).resolve().parent

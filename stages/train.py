@@ -8,8 +8,6 @@ import logging
 import time
 from pathlib import Path
 
-from catgan.training import distributed
-
 from catgan.config import load_params, project_root
 from catgan.data.preprocess import load_images
 from catgan.errors import UserError, cli_entry
@@ -17,6 +15,7 @@ from catgan.generate import imagemodel
 from catgan.model.nets import format_layer_table, layer_table
 from catgan.tracking.client import make_tracker
 from catgan.tracking.runmeta import run_tags
+from catgan.training import distributed
 from catgan.training.loop import checkpoint_dir, train
 from catgan.training.outputs import write_train_outputs
 from catgan.training.tracker import NullTracker

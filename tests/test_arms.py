@@ -4,12 +4,10 @@ from __future__ import annotations
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from catgan.study import arms
-
 from catgan import cli
-
 from catgan.config import parse_params
 from catgan.errors import UserError
+from catgan.study import arms
 from catgan.study import run as study
 
 MODERN_KEYS = {"train.ema", "train.augment", "train.loss", "model.spectral_norm"}

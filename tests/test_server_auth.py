@@ -17,10 +17,9 @@ from mlflowserver import (MARK, PASSWORD, assert_complete, call, files_holding_m
                           secret_uri, team_server)
 from test_stages import run_stage, stage_env
 
-from catgan.tracking import server
-
 from catgan.cli import main
 from catgan.errors import UserError
+from catgan.tracking import server
 from catgan.tracking import auth as serverauth
 from conftest import ROOT, TINY, merge, write_params
 

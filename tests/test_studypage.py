@@ -16,11 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from catgan.study import page as studypage
-
 from catgan.errors import UserError
 from catgan.generate import weightsfile
 from catgan.model.nets import build
+from catgan.study import page as studypage
 from catgan.study.compare.render import render_text
 from catgan.study.folder import WEIGHTS, load_study, weights_name, write_run_meta, write_study
 

@@ -15,10 +15,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-from catgan.study import arms
-
-from catgan.study import provenance
-
 from catgan.config import flat_numbers
 from catgan.errors import UserError
 from catgan.fileio import atomic_path
@@ -26,6 +22,8 @@ from catgan.images import save_png
 from catgan.model.losses import g_loss
 from catgan.report.plots import write_video
 from catgan.report.runpage import data_uri, figure, side_by_side, write_page
+from catgan.study import arms
+from catgan.study import provenance
 from catgan.study import samples as studysamples
 from catgan.study.compare import render, stats
 from catgan.study.compare.runs import Record

@@ -10,7 +10,6 @@ from html import escape
 from pathlib import Path
 
 from catgan.generate import sample
-
 from catgan.generate import weightsfile
 from catgan.generate.trained import from_weights_file
 from catgan.report.runpage import figure, side_by_side
