@@ -204,7 +204,7 @@ def stale_stages(project: Path) -> set[str]:
 
 def test_editing_sampling_code_makes_evaluate_stale_and_the_report_code_does_not_touch_train(
         project):
-    models, report = project / "catgan" / "models.py", project / "catgan" / "report.py"
+    models, report = project / "catgan" / "model" / "nets.py", project / "catgan" / "report" / "runpage.py"
     saved = models.read_text(), report.read_text()
     try:
         models.write_text(saved[0].replace('"""G(z) with batch statistics, as in training; uses no '
