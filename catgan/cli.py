@@ -171,7 +171,6 @@ def _add_study_page(sub: argparse._SubParsersAction) -> None:
 
 def _study_page(args: argparse.Namespace) -> None:
     from catgan.study import folder as studydir
-
     from catgan.study import page as studypage
     folder = args.source
     if folder.is_file():
