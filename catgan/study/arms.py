@@ -1,10 +1,10 @@
 """A study's arms: named sets of params overrides, compared over seeds like the course's variants.
 
 ``course-baseline`` and ``course-fused`` are the course's two variants. ``modern`` is the course
-baseline with the four techniques of docs/recipes.md on: an average of G's weights,
-DiffAugment, the relativistic average least-squares loss and spectral normalisation in D. It is a candidate:
-the ablation that would pick it (the ``ablate-*`` arms, each the course baseline plus one of those
-components) has not been run yet, and neither has the GPU study that would measure it.
+baseline with the four techniques of docs/recipes.md on: an average of G's weights, DiffAugment,
+the relativistic average least-squares loss and spectral normalisation in D. The ``ablate-*`` arms
+are the course baseline plus one of those components each. What a 3-epoch CPU study of them
+showed, and the GPU target still to measure: docs/recipes.md.
 
 ``catgan arm NAME`` prints an arm's overrides as ``-S`` arguments, so that one command trains it:
 ``dvc exp run -n modern $(catgan arm modern)``.
