@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -40,9 +41,26 @@ def team_server(auth: bool | None = None) -> Iterator[tuple[str, Path]]:
             yield url, folder
         finally:
             server.stop(folder)
-        assert not alive(mlflow_pid) and not alive(pg_pid) and not alive(postmaster_pid(folder))
+        # pg_ctl stop returns once the postmaster removed its pid file, which it does just
+        # before it exits: give the exit itself a moment.
+        deadline = time.monotonic() + 10
+        while (left := survivors(folder, mlflow=mlflow_pid, postgres=pg_pid)) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"still alive after server.stop: {left}"
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def survivors(folder: Path, **pids: int) -> dict[str, str]:
+    """Name -> command line of each of ``pids``, and of the pid file's postmaster, still alive."""
+    pids["postmaster.pid"] = postmaster_pid(folder)
+    left = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):  # gone between the two looks
+            if alive(pid):
+                left[name] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return left
 
 
 def mlflow_pid_of(folder: Path) -> int:
