@@ -57,20 +57,27 @@ def test_resume_equals_uninterrupted_run(tiny_params, tiny_images, tmp_path):
     assert full.history == resumed.history and full.steps == resumed.steps
 
 
-def test_step_equals_the_course_step_bit_for_bit(tiny_params, tiny_images):
-    """The step skips G's graph for D's fakes and D's weight gradients in G's step; the course's
-    step computes both and throws them away. The weights must not notice."""
-    from catgan.model.losses import d_loss, g_loss
+def by_hand(params, images):
+    """The loop's networks, and what a step written out by hand needs to follow them: copies of
+    G and D with their own Adams, the loop's noise generator in its state, 4 reals, the z shape."""
     from catgan.training.distributed import Dist
 
-    params = tiny_params(train={"channels_last": False})
     nets = train_mod._networks(params, torch.device("cpu"), Dist())
     G, D = copy.deepcopy(nets.G), copy.deepcopy(nets.D)
     adam = {"lr": params.train.lr, "betas": tuple(params.train.betas)}
     opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
     noise = torch.Generator().set_state(nets.noise.get_state())
-    real = torch.from_numpy(tiny_images[:4]).float() / 127.5 - 1
-    latent = (4, params.model.latent_dim, 1, 1)
+    real = torch.from_numpy(images[:4]).float() / 127.5 - 1
+    return nets, G, D, opt_g, opt_d, noise, real, (4, params.model.latent_dim, 1, 1)
+
+
+def test_step_equals_the_course_step_bit_for_bit(tiny_params, tiny_images):
+    """The step skips G's graph for D's fakes and D's weight gradients in G's step; the course's
+    step computes both and throws them away. The weights must not notice."""
+    from catgan.model.losses import d_loss, g_loss
+
+    params = tiny_params(train={"channels_last": False})
+    nets, G, D, opt_g, opt_d, noise, real, latent = by_hand(params, tiny_images)
     for _ in range(3):
         train_mod._step(nets, real, params)
         loss_d = d_loss(D(real), D(G(torch.randn(latent, generator=noise)).detach()))
@@ -91,17 +98,11 @@ def test_recipe_step_equals_a_step_written_out_by_hand(tiny_params, tiny_images,
     the reals as D sees them after its step), spectral norm in D, then the average moves."""
     from catgan.model.augment import augment
     from catgan.model.losses import d_loss, g_loss, relativistic
-    from catgan.training.distributed import Dist
 
     params = recipe(tiny_params, train={"channels_last": False, "loss": loss})
     policy = params.train.augment
-    nets = train_mod._networks(params, torch.device("cpu"), Dist())
-    G, D, ema = copy.deepcopy(nets.G), copy.deepcopy(nets.D), copy.deepcopy(nets.G)
-    adam = {"lr": params.train.lr, "betas": tuple(params.train.betas)}
-    opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
-    noise = torch.Generator().set_state(nets.noise.get_state())
-    real = torch.from_numpy(tiny_images[:4]).float() / 127.5 - 1
-    latent = (4, params.model.latent_dim, 1, 1)
+    nets, G, D, opt_g, opt_d, noise, real, latent = by_hand(params, tiny_images)
+    ema = copy.deepcopy(nets.G)
     for n in range(3):
         train_mod._step(nets, real, params)
         z = torch.randn(latent, generator=noise)
