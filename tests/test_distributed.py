@@ -71,15 +71,21 @@ def launch_command(nproc: int, *options: str) -> list[str]:
             str(ROOT / "stages/train.py")]
 
 
-def launch(project: Path, nproc: int) -> subprocess.CompletedProcess:
+def launch(project: Path, nproc: int, scratch: Path | None = None) -> subprocess.CompletedProcess:
+    """The launcher run to its end; ``scratch``: its temp folder (TMPDIR), made empty."""
+    env = stage_env(project)
+    if scratch is not None:
+        scratch.mkdir()
+        env["TMPDIR"] = str(scratch)
     return subprocess.run(launch_command(nproc), cwd=project, capture_output=True,
-                          text=True, timeout=300, env=stage_env(project))
+                          text=True, timeout=300, env=env)
 
 
 @pytest.mark.slow  # the whole stage under torchrun, two processes and a store: out of the quick loop
-def test_torchrun_train_stage_writes_one_set_of_outputs_and_one_mlflow_run(project):
-    proc = launch(project, 2)
+def test_torchrun_train_stage_writes_one_set_of_outputs_and_one_mlflow_run(project, tmp_path):
+    proc = launch(project, 2, scratch=tmp_path / "tmp")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list((tmp_path / "tmp").glob("torchelastic_*"))  # torch's log folder
     assert json.loads((project / "metrics/train.json").read_text())["epoch"] == 2
     assert len(list((project / "samples").iterdir())) == 3
     assert len(list((project / "checkpoints").iterdir())) == 1
@@ -96,8 +102,9 @@ def test_torchrun_train_stage_writes_one_set_of_outputs_and_one_mlflow_run(proje
 def test_a_mistake_in_every_process_is_one_line_not_torchruns_traceback(project, tmp_path):
     write_params(tmp_path, merge(TINY, {"train": {"nproc": 2, "batch_size": 3}}))
     (tmp_path / "data").symlink_to(project / "data")
-    proc = launch(tmp_path, 2)
+    proc = launch(tmp_path, 2, scratch=tmp_path / "tmp")
     assert proc.returncode == 2
+    assert not list((tmp_path / "tmp").glob("torchelastic_*"))
     assert "Traceback" not in proc.stderr
     assert "train.batch_size = 3 must be a multiple of train.nproc = 2" in proc.stderr
     assert "failed in process" in proc.stderr.splitlines()[-1]

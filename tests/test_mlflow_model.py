@@ -87,8 +87,11 @@ def test_logged_model_loads_has_its_signature_and_is_a_pyfunc(store, tmp_path, m
     np.testing.assert_array_equal(example, latents(2, 128, 0).numpy())
 
     z = latents(4, 128, 5)
-    as_torch = mlflow.pytorch.load_model(model_uri)(z)
-    as_pyfunc = mlflow.pyfunc.load_model(model_uri).predict(z.numpy())
+    # dst_path: left to itself, each loader downloads into a temp folder it never removes.
+    for dst in ("torch", "pyfunc"):
+        (tmp_path / dst).mkdir()
+    as_torch = mlflow.pytorch.load_model(model_uri, dst_path=str(tmp_path / "torch"))(z)
+    as_pyfunc = mlflow.pyfunc.load_model(model_uri, dst_path=str(tmp_path / "pyfunc")).predict(z.numpy())
     assert as_torch.dtype == torch.uint8 and as_pyfunc.dtype == np.uint8
     np.testing.assert_array_equal(as_torch.numpy(), as_pyfunc)
     # The exported model computes what catgan sample computes from the models/ folder.

@@ -9,9 +9,11 @@ process is reported in one line (its own error is printed above it) instead of t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 
 from catgan.errors import UserError
 
@@ -56,15 +58,18 @@ def main(argv: list[str] | None = None) -> None:
     from torch.distributed.run import run
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    try:
-        run(args)
-    except ChildFailedError as err:
-        rank, failure = err.get_first_failure()
-        code = failure.exitcode if failure.exitcode > 0 else 1
-        total = nproc * nodes if nproc else args.nproc_per_node
-        print(f"error: {args.training_script} failed in process {rank} of {total} "
-              f"(exit code {failure.exitcode}); its message is above", file=sys.stderr)
-        raise SystemExit(code) from None
+    with contextlib.ExitStack() as stack:
+        if args.log_dir is None:  # torch would make one in the temp folder per run and keep it
+            args.log_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="torchelastic_"))
+        try:
+            run(args)
+        except ChildFailedError as err:
+            rank, failure = err.get_first_failure()
+            code = failure.exitcode if failure.exitcode > 0 else 1
+            total = nproc * nodes if nproc else args.nproc_per_node
+            print(f"error: {args.training_script} failed in process {rank} of {total} "
+                  f"(exit code {failure.exitcode}); its message is above", file=sys.stderr)
+            raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

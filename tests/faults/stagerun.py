@@ -49,10 +49,13 @@ def empty_store(folder: Path) -> Path:
 
 
 def start(project: Path, stage: str, log: Path, env: dict | None = None) -> subprocess.Popen:
-    """The stage script running in ``project``, its stderr going to the file ``log``."""
+    """The stage script running in ``project``, its stderr going to the file ``log``. Its temp
+    folders go beside ``project``: one a kill -9 interrupts is never removed."""
+    scratch = project.parent / f"{project.name}-tmp"
+    scratch.mkdir(exist_ok=True)
     with open(log, "wb") as err:
         return subprocess.Popen([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=project,
-                                env={**stage_env(project), **(env or {})},
+                                env={**stage_env(project), "TMPDIR": str(scratch), **(env or {})},
                                 stdout=subprocess.DEVNULL, stderr=err)
 
 
