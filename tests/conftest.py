@@ -96,9 +96,10 @@ BIN = Path(sys.executable).parent
 
 
 def env() -> dict:
-    """The test's environment for the real CLIs: this venv first, no MLflow or DVC settings."""
+    """The test's environment for the real CLIs: this venv first, no MLflow or DVC settings, and
+    no DVC usage report (outside a repo, DVC's own config does not turn it off)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    return {**base, "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
+    return {**base, "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
             "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
 
