@@ -9,6 +9,7 @@ this call started are stopped by their process ids.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,7 +72,8 @@ def stop_workers(project: Path, grace_s: int = 120) -> None:
     while (alive := live_workers(project)) and time.time() < end:
         time.sleep(2)
     for pid in alive:
-        os.killpg(os.getpgid(pid), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it exited after the look
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
 def live_workers(project: Path) -> list[int]:
