@@ -18,6 +18,10 @@ from catgan.config import parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The project's .dvc/config turns DVC's usage report off, but tests also run dvc, from this process
+# (catgan's own calls) and from its children, in repositories of their own or in none.
+os.environ["DVC_NO_ANALYTICS"] = "1"
+
 TINY = {
     "data": {"source": "synthetic", "synthetic_count": 24, "workers": 1},
     "model": {"variant": "fused"},
@@ -96,8 +100,8 @@ BIN = Path(sys.executable).parent
 
 
 def env() -> dict:
-    """The test's environment for the real CLIs: this venv first, no MLflow or DVC settings, and
-    no DVC usage report (outside a repo, DVC's own config does not turn it off)."""
+    """The test's environment for the real CLIs: this venv first, no MLflow or DVC settings but
+    the usage report's, off."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     return {**base, "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
             "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",

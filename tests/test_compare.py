@@ -194,7 +194,7 @@ def _env() -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
             "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@example.com", "DVC_NO_ANALYTICS": "1"}
+            "GIT_COMMITTER_EMAIL": "t@example.com"}
 
 
 @pytest.mark.slow
