@@ -172,6 +172,7 @@ def _add_study_page(sub: argparse._SubParsersAction) -> None:
 def _study_page(args: argparse.Namespace) -> None:
     from catgan.study import folder as studydir
     from catgan.study import page as studypage
+
     folder = args.source
     if folder.is_file():
         folder = studydir.unpack(folder, args.out or Path("studies") / studydir.archive_stem(folder))
