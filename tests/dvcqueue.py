@@ -5,7 +5,8 @@ user would: by `dvc queue status`, not by the workers' lifetime.
 would last until the last worker exits, and a worker that never shuts down (it idles, then asks
 celery to stop it) would hang the test with nothing to show. Its output goes to a file instead,
 the wait has a deadline, a failure shows each experiment's log and each worker's, and the workers
-this call started are stopped by their process ids.
+this call started are stopped by their process ids. The queue is read as `catgan study` reads it
+(catgan/study/queue.py), through DVC's transient read errors.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from catgan.study import queue
+
 POLL_S = 10  # each look takes DVC's locks, which concurrent workers need (dvc#8763)
 
 
@@ -25,29 +28,23 @@ def run_queue(project: Path, env: dict, jobs: int = 2, deadline_s: int = 300) ->
     queued or running, and return the last `dvc queue status`. Fails, with the logs, when an
     experiment failed or the deadline passed."""
     def dvc(*args: str) -> str:
-        proc = subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-        return proc.stdout
+        return queue.read(*args, cwd=project, env=env)
 
     started, ok = project / ".dvc" / "tmp" / "dvc-queue-start.log", False
     try:
+        names = list(queue.status(project, env))
         with started.open("w") as log:
             subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=project, env=env,
                            stdout=log, stderr=subprocess.STDOUT, timeout=120, check=True)
-        end = time.time() + deadline_s
-        while True:
-            status = dvc("queue", "status")
-            tasks = [line.split() for line in status.splitlines()[1:] if line.split()]
-            pending = [t for t in tasks if t[-1] in ("Queued", "Running")]
-            failed = [t[1] for t in tasks if t[-1] == "Failed"]
-            if not pending or time.time() > end:
-                break
-            time.sleep(POLL_S)
-        assert not pending and not failed, (
-            f"dvc queue after {deadline_s} s at most:\n{status}"
+        states = queue.wait(names, poll_s=POLL_S, deadline=time.time() + deadline_s, cwd=project,
+                            env=env)
+        status = dvc("queue", "status")
+        unended = [n for n in names if states.get(n, "Queued") in queue.ACTIVE]
+        failed = [n for n in names if states.get(n) in ("Failed", queue.GONE)]
+        assert not unended and not failed, (
+            f"dvc queue after {deadline_s} s at most: {states}\n{status}"
             + "".join(f"\n--- dvc queue logs {name}:\n{dvc('queue', 'logs', name)[-3000:]}"
-                      for name in failed)
+                      for name in failed if states[name] == "Failed")
             + worker_logs(project))
         ok = True
         return status

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from catgan.study import arms
+from catgan.study import arms, queue
 from conftest import BIN, TINY, clone_project, env, merge, sh
 
 pytestmark = pytest.mark.slow
@@ -54,8 +54,7 @@ def resume(project: Path, cmd: list[str]) -> tuple[str, int]:
         proc = subprocess.Popen(cmd, cwd=project, env=env(), stdout=stdout, stderr=stderr)
     most, deadline = 0, time.time() + 900
     while proc.poll() is None and time.time() < deadline:
-        status = sh(project, "dvc", "queue", "status").splitlines()
-        most = max(most, sum(line.split()[-1:] == ["Running"] for line in status))
+        most = max(most, list(queue.status(project, env()).values()).count("Running"))
         time.sleep(1)
     assert proc.wait(timeout=max(1, deadline - time.time())) == 0, err.read_text()[-3000:]
     return out.read_text(), most
@@ -70,7 +69,7 @@ def interrupted_then_resumed(project: Path) -> Interrupted:
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
-    while time.time() < deadline and "Running" not in sh(project, "dvc", "queue", "status"):
+    while time.time() < deadline and "Running" not in queue.status(project, env()).values():
         time.sleep(1)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

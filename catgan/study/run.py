@@ -11,7 +11,6 @@ from MLflow into a study folder (catgan/study/folder.py) and its page is built a
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -19,13 +18,10 @@ from pathlib import Path
 
 from catgan.config import VARIANTS, flatten, load_params, parse_params, project_root
 from catgan.errors import UserError
+from catgan.study import arms, queue
 from catgan.study.dvccli import dvc
-from catgan.study import arms
 from catgan.tracking.client import MlflowTracker, make_tracker
 from catgan.tracking.runmeta import ROLE_TAG, STUDY_TAG
-
-_ACTIVE = ("Queued", "Running")
-
 
 @dataclass(frozen=True)
 class Planned:
@@ -123,16 +119,6 @@ def finished_runs(tracker: MlflowTracker, name: str) -> dict[str, object]:
     return done
 
 
-def queue_status() -> dict[str, str]:
-    """Experiment name -> status (Queued, Running, Success, Failed) from ``dvc queue status``."""
-    status: dict[str, str] = {}
-    for line in dvc("queue", "status", capture=True).splitlines():
-        match = re.match(r"\s*\S+\s+(\S+)\s+.*\b(Queued|Running|Success|Failed)\b", line)
-        if match:
-            status.setdefault(match[1], match[2])
-    return status
-
-
 def enqueue(runs: list[Planned], done: dict, state: dict[str, str]) -> list[str]:
     waiting = []
     for run in runs:
@@ -140,7 +126,7 @@ def enqueue(runs: list[Planned], done: dict, state: dict[str, str]) -> list[str]
             print(f"study: {run.name} finished earlier; kept", flush=True)
             continue
         waiting.append(run.name)
-        if state.get(run.name) in _ACTIVE:
+        if state.get(run.name) in queue.ACTIVE:
             print(f"study: {run.name} is {state[run.name].lower()}; waiting for it", flush=True)
             continue
         overrides = [a for k, v in run.overrides.items() for a in ("-S", f"{k}={v}")]
@@ -152,20 +138,22 @@ def enqueue(runs: list[Planned], done: dict, state: dict[str, str]) -> list[str]
 def wait(names: list[str], jobs: int, poll_s: float = 10.0) -> None:
     if not names:
         return
-    dvc("queue", "start", "-j", str(jobs), capture=True)
-    left = set(names)
+    queue.read("queue", "start", "-j", str(jobs))
+    ended: list[str] = []
+
+    def report(name: str, state: str) -> None:
+        ended.append(name)
+        said = "left DVC's queue without an end (dvc queue remove?)" if state == queue.GONE \
+            else state.lower()
+        print(f"study: {name} {said}", flush=True)
+
     try:
-        while left:
-            time.sleep(poll_s)
-            state = queue_status()
-            for name in sorted(left):
-                if state.get(name) not in _ACTIVE:
-                    left.discard(name)
-                    print(f"study: {name} {state.get(name, 'ended').lower()}", flush=True)
+        states = queue.wait(names, poll_s=poll_s, on_end=report)
     except KeyboardInterrupt:
-        raise UserError(f"interrupted; {len(left)} run(s) go on in DVC's queue (dvc queue status). "
-                        "Run the same command again to wait for them and build the page") from None
-    failed = [n for n in names if queue_status().get(n) == "Failed"]
+        raise UserError(f"interrupted; {len(names) - len(ended)} run(s) go on in DVC's queue (dvc "
+                        "queue status). Run the same command again to wait for them and build the "
+                        "page") from None
+    failed = [n for n in names if states[n] == "Failed"]
     if failed:
         raise UserError(f"study runs failed: {', '.join(failed)}; see `dvc queue logs <name>`, fix "
                         "the cause and run the same `catgan study` command again to resume")
@@ -183,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         "arms": " ".join(args.arms), "seeds": " ".join(map(str, args.seeds)),
         "saturating": str(args.saturating), **dict(s.partition("=")[::2] for s in args.set)})
     if not args.page_only:
-        waiting = enqueue(runs, finished_runs(tracker, args.name), queue_status())
+        waiting = enqueue(runs, finished_runs(tracker, args.name), queue.status())
         wait(waiting, args.jobs)
     done = finished_runs(tracker, args.name)
     missing = [r.name for r in runs if r.name not in done]
