@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -92,6 +93,50 @@ def kill_mlflow(folder: Path) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"the MLflow server's group {pid} outlived SIGKILL")
+
+
+def raw(url: str, method: str, path: str, login: tuple[str, str] | None = None,
+        body: bytes | None = None) -> tuple[int, bytes]:
+    """The status and body of ``method path`` sent as written (no normalising, as
+    `curl --path-as-is` sends it), with ``login`` as HTTP basic auth."""
+    host, port = urllib.parse.urlsplit(url).netloc.rsplit(":", 1)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if login:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@contextmanager
+def logged_in(login: tuple[str, str]) -> Iterator[None]:
+    """MLflow's clients send ``login`` (they read these two variables at each request)."""
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(zip(names, login))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def group_members(group: int) -> list[int]:
+    """The live processes of process group ``group``."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):  # it ended while we looked
+            state, _, member_of = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            if int(member_of) == group and state != "Z":
+                found.append(int(entry.name))
+    return found
 
 
 def api(url: str, endpoint: str, **query) -> dict:
