@@ -112,22 +112,6 @@ def raw(url: str, method: str, path: str, login: tuple[str, str] | None = None,
         conn.close()
 
 
-@contextmanager
-def logged_in(login: tuple[str, str]) -> Iterator[None]:
-    """MLflow's clients send ``login`` (they read these two variables at each request)."""
-    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(zip(names, login))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def group_members(group: int) -> list[int]:
     """The live processes of process group ``group``."""
     found = []

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflowserver import (group_members, kill_mlflow, logged_in, mlflow_pid_of, raw, secret_uri,
-                          team_server)
+from mlflowserver import group_members, kill_mlflow, mlflow_pid_of, raw, secret_uri, team_server
 from test_ui import check_artifact_api, check_experiment_kind, check_pages, chromium, train_each_variant
 
 from catgan.cli import main
 from catgan.tracking import auth as serverauth
 from catgan.tracking import client as trackclient
 from catgan.tracking import routes, server
+from catgan.tracking.auth import as_user
 from catgan.tracking.localserver import check_port
 from conftest import ROOT, params_of, smooth_images
 from stages.train import log_generator
@@ -64,7 +64,7 @@ def team():
         admin, owner, mate = (serverauth.read_credentials(serverauth.credentials_file(folder, name))
                               for name in ("admin", "owner", "mate"))
         client = MlflowClient(url)
-        with logged_in(owner):
+        with as_user(*owner):
             shared = client.get_experiment_by_name("catgan").experiment_id  # add-user made it
             private = client.create_experiment("private")
             runs = {}
@@ -73,7 +73,7 @@ def team():
                 client.log_text(run_id, SECRET, "secret/private_secret.txt")
                 client.log_metric(run_id, "loss", 1.0)
                 runs[experiment] = run_id
-        with logged_in(admin):
+        with as_user(*admin):
             AuthServiceClient(url).grant_user_permission("mate", "experiment", private, "DENY")
         yield Team(url, folder, admin, owner, mate, shared, private, runs)
 
@@ -166,7 +166,7 @@ def test_a_teammate_changes_only_their_own_runs_and_no_experiment_they_do_not_ma
         "set its tag": lambda: client.set_experiment_tag(team.shared, "note", "mate's"),
         "delete its tag": lambda: client.delete_experiment_tag(team.shared, "mlflow.experimentKind"),
     }
-    with logged_in(team.mate):
+    with as_user(*team.mate):
         refused = {what: status_of(lambda: change(theirs)) for what, change in changes.items()}
         refused.update({what: status_of(change) for what, change in experiment.items()})
         mine = client.create_run(team.shared, tags={"note": "mate's", "mlflow.user": "owner"})
@@ -174,7 +174,7 @@ def test_a_teammate_changes_only_their_own_runs_and_no_experiment_they_do_not_ma
     assert refused == dict.fromkeys(refused, 403)
     assert allowed == dict.fromkeys(allowed, 200)
     assert mine.info.user_id == "mate"  # the login, whatever the client claims
-    with logged_in(team.owner):
+    with as_user(*team.owner):
         run = client.get_run(theirs)
         assert (run.info.status, run.info.run_name == "renamed-by-mate") == ("RUNNING", False)
         assert run.data.metrics == {"loss": 1.0} and run.data.params == {}
@@ -202,7 +202,7 @@ def test_the_server_runs_unprivileged_and_writes_only_into_runs_in_its_store(tea
 
     elsewhere = tmp_path / "elsewhere"
     client = MlflowClient(team.url)
-    with logged_in(team.mate):
+    with as_user(*team.mate):
         with pytest.raises(Exception) as err:
             client.create_experiment("elsewhere", artifact_location=elsewhere.as_uri())
         assert client.get_experiment_by_name("elsewhere") is None
@@ -250,7 +250,7 @@ def trained(team, tmp_path_factory):
         if params.model.variant == "fused":
             log_generator(params, result, tracker)
 
-    with logged_in(team.mate):
+    with as_user(*team.mate):
         tracker = trackclient.MlflowTracker(team.url, "catgan-ui", folder / "unused")
         results = train_each_variant(tracker, params_of, smooth_images(), folder, log_fused_generator)
     return tracker.experiment_id, results, folder
@@ -262,7 +262,7 @@ def test_catgan_s_commands_work_through_the_gate(team, trained, tmp_path, capsys
     _, results, _ = trained
     fused = results["fused"].run_id
     common = ["--tracking-uri", team.url, "-n", "3", "--seed", "5"]
-    with logged_in(team.mate):
+    with as_user(*team.mate):
         assert main(["compare", "--from", "mlflow", "--tracking-uri", team.url, "--experiment",
                      "catgan-ui", "--out", str(tmp_path / "cmp"), "--register"]) == 0
         assert "catgan-fused@best = version 1: run fused-seed0" in capsys.readouterr().out
@@ -286,7 +286,7 @@ def test_the_ui_pages_work_through_the_gate_logged_in(team, trained):
     start = log.stat().st_size
     check_artifact_api(team.url, fused, folder / "fused" / "grids", team.mate)
     check_experiment_kind(team.url, experiment_id, team.mate)
-    with logged_in(team.mate):  # runs_page asks the server for the experiment's id
+    with as_user(*team.mate):  # runs_page asks the server for the experiment's id
         check_pages(team.url, browser, team.url, "catgan-ui", experiment_id, fused, team.mate,
                     ROOT / "test-artifacts" / "mlflow-ui-team-server.png")
     with open(log, "rb") as text:
@@ -355,7 +355,7 @@ def test_8_clients_logging_through_a_kill_9_of_the_server_keep_every_value_once(
 
     client = MlflowClient(team.url)
     held = 0
-    with logged_in(team.admin):
+    with as_user(*team.admin):
         for i, run_id in enumerate(run_ids):
             run = client.get_run(run_id)
             assert run.info.status == "FINISHED" and run.info.user_id == ("owner", "mate")[i % 2]

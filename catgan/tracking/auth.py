@@ -116,7 +116,7 @@ def add_user(folder: Path, name: str, server_url: Callable[[], str], experiment:
     password = _new_password()
     write_credentials(path, name, password)  # first: a user is never left without their password
     try:
-        with _as_user(*admin):
+        with as_user(*admin):
             client = AuthServiceClient(url)
             try:
                 client.create_user(name, password)
@@ -185,7 +185,7 @@ def _new_password() -> str:
 
 
 @contextlib.contextmanager
-def _as_user(name: str, password: str):
+def as_user(name: str, password: str):
     """MLflow's clients read the credentials from the environment at each request."""
     saved = {var: os.environ.get(var) for var in _CREDENTIAL_VARS}
     os.environ.update(zip(_CREDENTIAL_VARS, (name, password)))
