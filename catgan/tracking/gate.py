@@ -126,9 +126,9 @@ class Gate:
         if method == "OPTIONS":  # CORS preflight: no data either way
             return receive
         route = self._route(scope)
-        policy = routes.policy_of("GET" if method == "HEAD" else method, route) if route else None
         if route is None:
             return receive  # MLflow answers 404 or 405 itself
+        policy = routes.policy_of("GET" if method == "HEAD" else method, route)
         if policy in (None, routes.REFUSED):
             raise Refusal(403, f"catgan's team server does not serve {method} {route}: neither "
                                "catgan's commands nor the UI pages of its runs use it")
