@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 USER, DATABASE = "catgan", "mlflow"
 _PG_USER = "postgres"
 MLFLOW_USER = "catgan-mlflow"
+_CAP_DAC_READ_SEARCH = 2
 # In the environment of the MLflow server and every process it starts: what stop looks for.
 _MARK = "CATGAN_SERVER_DIR"
 _STOP_TIMEOUT = 15.0
@@ -58,6 +59,15 @@ def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, workers: int 
     serverauth.warn_if_open(host, auth)
     auth = serverauth.wanted(host, auth)
     pg_port = _start_postgres(folder)
+    try:
+        return _start_mlflow(folder, pg_port, host, port, workers, timeout, auth, login_cache_s)
+    except BaseException:
+        stop(folder)  # a start that fails leaves nothing running
+        raise
+
+
+def _start_mlflow(folder: Path, pg_port: int, host: str, port: int, workers: int, timeout: float,
+                  auth: bool, login_cache_s: int) -> str:
     _create_databases(folder, pg_port, (DATABASE, serverauth.DATABASE) if auth else (DATABASE,))
     artifacts = folder / "artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -80,12 +90,8 @@ def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, workers: int 
     write_text(folder / "mlflow.pid", f"{proc.pid}\n")
     url = f"http://{client_host(host)}:{port}"
     write_text(folder / "mlflow.url", url + "\n")
-    try:
-        wait_answering(f"{url}/health", proc, timeout, f"the MLflow server ({url})",
-                       lambda: f"see {folder / 'mlflow.log'}")
-    except BaseException:
-        stop(folder)
-        raise
+    wait_answering(f"{url}/health", proc, timeout, f"the MLflow server ({url})",
+                   lambda: f"see {folder / 'mlflow.log'}")
     return url
 
 
@@ -240,6 +246,11 @@ def _unprivileged(owns: tuple[Path, ...]) -> list[str]:
                                                                importlib.import_module("catgan")))]
     caps = []
     if blocked := _unreachable(MLFLOW_USER, code):
+        if not _bounded_cap(_CAP_DAC_READ_SEARCH):
+            raise UserError(f"the MLflow server does not run as root, and its user '{MLFLOW_USER}' "
+                            f"cannot reach {blocked} (nor may it be given CAP_DAC_READ_SEARCH "
+                            "here); let it through the parent folders (chmod o+x), or start the "
+                            "server as another user")
         log.warning("the MLflow server runs as user '%s', which cannot reach %s: it gets "
                     "CAP_DAC_READ_SEARCH to read it, and may read any file (it still writes only "
                     "its store); let that user through the parent folders (chmod o+x) to run the "
@@ -247,6 +258,12 @@ def _unprivileged(owns: tuple[Path, ...]) -> list[str]:
         caps = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
     return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
             "--no-new-privs", *caps, "--"]
+
+
+def _bounded_cap(number: int) -> bool:
+    """Whether this process may hand capability ``number`` on (its bounding set holds it)."""
+    status = Path("/proc/self/status").read_text()
+    return bool(int(status.split("CapBnd:")[1].split()[0], 16) >> number & 1)
 
 
 def _mlflow_user() -> pwd.struct_passwd:
