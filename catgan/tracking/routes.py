@@ -1,7 +1,8 @@
 """Which of MLflow's routes the team server serves (catgan.tracking.gate), each one on purpose.
 
-MLflow 3.17's server app has 543 routes (its Flask rules and its FastAPI routes, with logins);
-catgan's commands and the UI pages of its runs and registered models use a few dozen. Every route
+MLflow 3.17's server app has 543 routes (its Flask rules and its FastAPI routes, with logins), 545
+pairs of method and path; catgan's commands and the UI pages of its runs and registered models
+use a few dozen. Every pair
 is SERVED (MLflow's own permission checks then apply, and the gate's), kept for ADMINs, or REFUSED:
 the GenAI features (traces, gateway, assistant, demo, jobs, prompts, scorers, datasets, ...),
 webhooks, multipart and presigned uploads, and writes of logged models. A route that none of the
