@@ -48,20 +48,26 @@ def tiny_raw():
     return copy.deepcopy(TINY)
 
 
-@pytest.fixture
-def tiny_params():
-    def make(**groups):
-        return parse_params(merge(TINY, groups))
-
-    return make
+def params_of(**groups):
+    """The tiny params with ``groups`` merged in, parsed."""
+    return parse_params(merge(TINY, groups))
 
 
-@pytest.fixture
-def tiny_images():
+def smooth_images() -> np.ndarray:
     """Smooth random images: structure for D to find, 64x64 like the real set."""
     rng = np.random.default_rng(0)
     low = rng.integers(0, 256, size=(12, 3, 8, 8), dtype=np.uint8)
     return np.ascontiguousarray(low.repeat(8, axis=2).repeat(8, axis=3))
+
+
+@pytest.fixture
+def tiny_params():
+    return params_of
+
+
+@pytest.fixture
+def tiny_images():
+    return smooth_images()
 
 
 def missing(what: str, fix: str) -> NoReturn:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -92,6 +93,34 @@ def kill_mlflow(folder: Path) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"the MLflow server's group {pid} outlived SIGKILL")
+
+
+def raw(url: str, method: str, path: str, login: tuple[str, str] | None = None,
+        body: bytes | None = None) -> tuple[int, bytes]:
+    """The status and body of ``method path`` sent as written (no normalising, as
+    `curl --path-as-is` sends it), with ``login`` as HTTP basic auth."""
+    host, port = urllib.parse.urlsplit(url).netloc.rsplit(":", 1)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if login:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def group_members(group: int) -> list[int]:
+    """The live processes of process group ``group``."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):  # it ended while we looked
+            state, _, member_of = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            if int(member_of) == group and state != "Z":
+                found.append(int(entry.name))
+    return found
 
 
 def api(url: str, endpoint: str, **query) -> dict:

@@ -1,6 +1,7 @@
 """The MLflow UI in a real headless Chromium, over a store that our tracker filled by real training."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -31,6 +32,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 30_000  # the UI's first load parses a large bundle: seconds on 2 busy cores
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+Login = tuple[str, str] | None  # user and password, for a server that asks
 
 
 def chromium() -> Path:
@@ -63,20 +65,10 @@ def test_ui_shows_each_variant_its_metrics_and_samples(tiny_params, tiny_images,
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = MlflowTracker(store, "catgan-ui", tmp_path / "artifacts")
 
-    def train_each_variant() -> dict[str, TrainResult]:
-        results = {}
-        for variant in VARIANTS:
-            params = tiny_params(model={"variant": variant}, tracking={"enabled": True})
-            tracker.tags = run_tags(params, "ui-test")  # as the train stage names its run
-            results[variant] = train(params, tiny_images, "ui-test", tmp_path / variant, tracker)
-            tracker.log_metrics({"eval.swd.swd_avg": 1.0}, step=2)  # as evaluate logs it
-            tracker.finish()
-        return results
-
     # The runs train while the server starts: each takes seconds, and the UI must show runs logged
     # after it started.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        training = pool.submit(train_each_variant)
+        training = pool.submit(train_each_variant, tracker, tiny_params, tiny_images, tmp_path)
         with serve(store, tmp_path / "served-artifacts") as url:
             fused = training.result()["fused"]
             port = int(url.rsplit(":", 1)[1])
@@ -86,11 +78,26 @@ def test_ui_shows_each_variant_its_metrics_and_samples(tiny_params, tiny_images,
             assert listening_addresses(port) == {"127.0.0.1"}  # the default: loopback only
             check_artifact_api(url, fused, tmp_path / "fused" / "grids")
             check_experiment_kind(url, tracker.experiment_id)
-            check_pages(url, browser, store, tracker.experiment_id, fused)
+            check_pages(url, browser, store, "catgan-ui", tracker.experiment_id, fused)
 
     assert server_processes(port) == {}
     with pytest.raises(ProcessLookupError):  # nothing is left in the server's process group
         os.killpg(next(iter(server.values())), 0)
+
+
+def train_each_variant(tracker: MlflowTracker, tiny_params, images, folder: Path,
+                       after=lambda params, result: None) -> dict[str, TrainResult]:
+    """A tiny run of each variant, logged as the train and evaluate stages log theirs (``after``
+    each run's training, before it finishes)."""
+    results = {}
+    for variant in VARIANTS:
+        params = tiny_params(model={"variant": variant}, tracking={"enabled": True})
+        tracker.tags = run_tags(params, "ui-test")  # as the train stage names its run
+        results[variant] = train(params, images, "ui-test", folder / variant, tracker)
+        after(params, results[variant])
+        tracker.log_metrics({"eval.swd.swd_avg": 1.0}, step=2)  # as evaluate logs it
+        tracker.finish()
+    return results
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -104,48 +111,53 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-def check_artifact_api(url: str, run: TrainResult, grids: Path) -> None:
+def check_artifact_api(url: str, run: TrainResult, grids: Path, login: Login = None) -> None:
     """The last epoch's sample grid comes back as the very PNG that training saved."""
     epoch = len(run.history)
-    listing = json.loads(fetch(f"{url}/ajax-api/2.0/mlflow/artifacts/list", run_id=run.run_id, path="images"))
+    listing = json.loads(fetch(f"{url}/ajax-api/2.0/mlflow/artifacts/list", login, run_id=run.run_id,
+                               path="images"))
     paths = [f["path"] for f in listing["files"]]
     png = [p for p in paths if f"samples+step+{epoch}+" in p and p.endswith(".png") and "compressed" not in p]
     assert len(png) == 1, paths
-    body = fetch(f"{url}/get-artifact", path=png[0], run_uuid=run.run_id)
+    body = fetch(f"{url}/get-artifact", login, path=png[0], run_uuid=run.run_id)
     assert body.startswith(PNG_MAGIC)
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(body))),
                                   np.asarray(Image.open(grids / f"epoch_{epoch:03d}.png")))
 
 
-def fetch(url: str, **query: str) -> bytes:
+def fetch(url: str, login: Login = None, **query: str) -> bytes:
     # No proxy: one taken from the environment would not reach the loopback server.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"{url}?{urllib.parse.urlencode(query)}", timeout=30) as response:
+    headers = {"Authorization": "Basic " + base64.b64encode(":".join(login).encode()).decode()} \
+        if login else {}
+    request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(query)}", headers=headers)
+    with opener.open(request, timeout=30) as response:
         return response.read()
 
 
-def check_experiment_kind(url: str, experiment_id: str) -> None:
+def check_experiment_kind(url: str, experiment_id: str, login: Login = None) -> None:
     """Marked as model training, the kind MLflow's UI shows as "Machine learning"."""
-    exp = json.loads(fetch(f"{url}/ajax-api/2.0/mlflow/experiments/get",
+    exp = json.loads(fetch(f"{url}/ajax-api/2.0/mlflow/experiments/get", login,
                            experiment_id=experiment_id))["experiment"]
     assert {t["key"]: t["value"] for t in exp["tags"]}["mlflow.experimentKind"] == \
         "custom_model_development"
 
 
-def check_pages(url: str, browser: Path, store: str, experiment_id: str,
-                fused: TrainResult) -> None:
+def check_pages(url: str, browser: Path, store: str, experiment: str, experiment_id: str,
+                fused: TrainResult, login: Login = None, screenshot: Path = SCREENSHOT) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     epoch = len(fused.history)
     ml_view = "workflowType=machine_learning"  # the UI opens on its GenAI view unless told
     with sync_playwright() as playwright:
         chrome = playwright.chromium.launch(executable_path=str(browser), args=CHROMIUM_ARGS)
-        page = chrome.new_page(viewport={"width": 1400, "height": 1000})
+        credentials = {"http_credentials": dict(zip(("username", "password"), login))} if login else {}
+        page = chrome.new_page(viewport={"width": 1400, "height": 1000}, **credentials)
         page.set_default_timeout(WAIT_MS)
         try:
             # The link `make ui` prints opens the runs table, which lists exactly one run per
             # variant, by the names our tags give them.
-            page.goto(runs_page(url, store, "catgan-ui"))
+            page.goto(runs_page(url, store, experiment))
             runs = page.get_by_role("link", name=re.compile(r"-seed\d+$"))
             expect(runs).to_have_count(len(VARIANTS), timeout=WAIT_MS)
             assert sorted(runs.all_inner_texts()) == [f"{v}-seed0" for v in VARIANTS]
@@ -182,8 +194,8 @@ def check_pages(url: str, browser: Path, store: str, experiment_id: str,
             assert image.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
             image.evaluate("img => img.scrollIntoView({block: 'center'})")
         finally:
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
+            screenshot.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(screenshot))
             chrome.close()
 
 

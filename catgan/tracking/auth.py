@@ -30,9 +30,15 @@ log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 DATABASE = "mlflow_auth"
-# Every user may read and log into every experiment (the team shares `catgan`); only an
-# experiment's creator (MANAGE) and the admin may delete it or change who may use it.
-_DEFAULT_PERMISSION = "EDIT"
+# Every user may read every experiment; logging into one takes EDIT on it, which add-user grants on
+# the project's experiment (and MLflow gives an experiment's creator MANAGE). Within an experiment
+# the gate (catgan.tracking.gate) leaves each run to its creator.
+_DEFAULT_PERMISSION = "READ"
+_TEAMMATE_PERMISSION = "EDIT"
+# How long each server worker trusts a password it has checked: MLflow's check (PBKDF2) costs a
+# few hundred ms of CPU per request otherwise. A password changed or a user deleted through one
+# worker may still work on the others for that long.
+LOGIN_CACHE_S = 60
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # also a file name under credentials/
 _CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
@@ -58,38 +64,38 @@ def is_loopback(host: str) -> bool:
     return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
 
 
-def server_env(folder: Path, database_uri: str, database_existed: bool) -> dict[str, str]:
-    """The environment of ``mlflow server --app-name basic-auth``: the config file, which holds no
-    secret, and the admin's password and the CSRF key, kept off the command line.
+def server_env(folder: Path, database_uri: str, login_cache_s: int = LOGIN_CACHE_S) -> dict[str, str]:
+    """The environment of ``mlflow server --app-name catgan-auth``: the config file, which holds no
+    secret, and the CSRF key, kept off the command line.
 
-    MLflow creates the admin, with that password, on the first start against an empty user
-    database, and leaves it alone on later starts. An admin whose credentials file is gone gets a
-    new password, here, so that whoever holds ``folder`` can always add users.
+    The admin is made here, in a new user database, before the server's workers start (each would
+    make it, at once), and left alone on later starts. An admin whose credentials file is gone
+    gets a new password, so that whoever holds ``folder`` can always add users.
     """
     if importlib.util.find_spec("flask_wtf") is None:
         raise UserError("the MLflow server's authentication needs Flask-WTF, which is not "
                         "installed; run `make setup` (it installs mlflow[auth]), or start the "
                         "server on 127.0.0.1 without it (SERVER_AUTH=0)")
     admin_file = credentials_file(folder, ADMIN)
-    if admin_file.is_file():
-        password = read_credentials(admin_file)[1]
-    else:
-        password = _new_password()
-        if database_existed and _reset_password(database_uri, ADMIN, password):
-            log.warning("the admin's credentials file %s was missing: the admin has a new password, "
-                        "in that file", admin_file)
+    lost = not admin_file.is_file()
+    password = _new_password() if lost else read_credentials(admin_file)[1]
+    if _set_admin(database_uri, password, reset=lost) and lost:
+        log.warning("the admin's credentials file %s was missing: the admin has a new password, "
+                    "in that file", admin_file)
+    if lost:
         write_credentials(admin_file, ADMIN, password)
     config = folder / "basic_auth.ini"
     write_text(config, f"[mlflow]\ndefault_permission = {_DEFAULT_PERMISSION}\n"
-                       f"database_uri = {database_uri}\nadmin_username = {ADMIN}\n")
-    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
+                       f"database_uri = {database_uri}\nadmin_username = {ADMIN}\n"
+                       f"auth_cache_ttl_seconds = {login_cache_s}\n")
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
 
 
-def add_user(folder: Path, name: str, server_url: Callable[[], str]) -> Path:
-    """A new user on the running server of ``folder``, created by its admin through MLflow's API;
-    the file holding the new password. A user whose file is gone gets a new password: only that
-    file ever held the old one."""
+def add_user(folder: Path, name: str, server_url: Callable[[], str], experiment: str) -> Path:
+    """A new user on the running server of ``folder``, created by its admin through MLflow's API,
+    who may log runs into ``experiment`` (made by the admin if the server lacks it); the file
+    holding the new password. A user whose file is gone gets a new password: only that file ever
+    held the old one."""
     if not _USER_NAME.fullmatch(name):
         raise UserError(f"user name '{name}' is not usable: use letters, digits, '.', '_' and '-' "
                         "(64 at most), starting with a letter or digit")
@@ -105,11 +111,12 @@ def add_user(folder: Path, name: str, server_url: Callable[[], str]) -> Path:
     with _quiet_import():
         from mlflow.exceptions import MlflowException
         from mlflow.server.auth.client import AuthServiceClient
+        from mlflow.tracking import MlflowClient
 
     password = _new_password()
     write_credentials(path, name, password)  # first: a user is never left without their password
     try:
-        with _as_user(*admin):
+        with as_user(*admin):
             client = AuthServiceClient(url)
             try:
                 client.create_user(name, password)
@@ -119,10 +126,27 @@ def add_user(folder: Path, name: str, server_url: Callable[[], str]) -> Path:
                 client.update_user_password(name, password)
                 log.warning("user '%s' was on the server without a credentials file: they have a "
                             "new password", name)
+            _grant(client, MlflowClient(url), name, experiment)
     except MlflowException as err:  # what MLflow's client raises for any failed request
         path.unlink()
         raise UserError(_refused(err, folder, url, name, admin_file)) from None
     return path
+
+
+def _grant(client, tracking, name: str, experiment: str) -> None:
+    """EDIT on ``experiment`` for user ``name``: log runs into it (and change only their own)."""
+    from mlflow.exceptions import MlflowException
+
+    from catgan.tracking.client import EXPERIMENT_TAGS
+
+    found = tracking.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else tracking.create_experiment(
+        experiment, tags=EXPERIMENT_TAGS)
+    try:
+        client.grant_user_permission(name, "experiment", experiment_id, _TEAMMATE_PERMISSION)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":  # added before, their file lost since
+            raise
 
 
 def _refused(err, folder: Path, url: str, name: str, admin_file: Path) -> str:
@@ -161,7 +185,7 @@ def _new_password() -> str:
 
 
 @contextlib.contextmanager
-def _as_user(name: str, password: str):
+def as_user(name: str, password: str):
     """MLflow's clients read the credentials from the environment at each request."""
     saved = {var: os.environ.get(var) for var in _CREDENTIAL_VARS}
     os.environ.update(zip(_CREDENTIAL_VARS, (name, password)))
@@ -183,17 +207,20 @@ def _quiet_import():
         yield
 
 
-def _reset_password(database_uri: str, name: str, password: str) -> bool:
-    """Set ``name``'s password in MLflow's user database, if it has that user."""
+def _set_admin(database_uri: str, password: str, reset: bool) -> bool:
+    """Make the admin with ``password`` in MLflow's user database (made or migrated first), or, if
+    there and ``reset``, give it that password; whether it was there."""
     with _quiet_import():
         from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
     store = SqlAlchemyStore()
     store.init_db(database_uri)
     try:
-        if not store.has_user(name, use_primary=True):
+        if not store.has_user(ADMIN, use_primary=True):
+            store.create_user(ADMIN, password, is_admin=True)
             return False
-        store.update_user(name, password=password)
+        if reset:
+            store.update_user(ADMIN, password=password)
         return True
     finally:
         store.engine.dispose()

@@ -2,101 +2,122 @@
 
 ``python -m catgan.tracking.server start|stop|add-user NAME`` (``make server``, ``make server-stop``,
 ``make server-user NAME=...``). Everything lives in one folder (default ``.server/`` at the project
-root): the PostgreSQL cluster, the served artifacts, the logs, the users' credentials, and the pid
-file of the MLflow server, so that stop ends exactly what start began. A server that lets in more
-than this machine asks for a user and password (catgan.tracking.auth).
-PostgreSQL refuses to run as root: as root its commands run as the user ``postgres`` that Debian's
-package creates, which then owns the cluster's folder.
+root): the PostgreSQL cluster, the served artifacts, the logs, the users' credentials, and the
+process group of the MLflow server, so that stop ends exactly what start began. A server that lets
+in more than this machine asks for a user and password (catgan.tracking.auth); every request
+passes catgan's gate first (catgan.tracking.gate).
+Neither server runs as root. PostgreSQL refuses to: as root its commands run as the user
+``postgres`` that Debian's package creates, which then owns the cluster's folder. MLflow runs as
+the system user ``catgan-mlflow`` (created on first use), which owns the artifacts and nothing
+else, so that no request can make it write outside its store.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
-from catgan.config import project_root
+from catgan.config import TrackingConfig, load_params, project_root
 from catgan.errors import UserError, cli_entry
 from catgan.fileio import write_text
 from catgan.tracking import auth as serverauth
 from catgan.tracking.localserver import check_port, client_host, free_port, stop_group, wait_answering
 
+log = logging.getLogger(__name__)
+
 USER, DATABASE = "catgan", "mlflow"
 _PG_USER = "postgres"
+MLFLOW_USER = "catgan-mlflow"
+_CAP_DAC_READ_SEARCH = 2
+# In the environment of the MLflow server and every process it starts: what stop looks for.
+_MARK = "CATGAN_SERVER_DIR"
 _STOP_TIMEOUT = 15.0
 _INSTALL = "install it with `apt-get install postgresql`"
 
 
 def start(folder: Path, host: str = "127.0.0.1", port: int = 5000, workers: int = 2,
-          timeout: float = 120, auth: bool | None = None) -> str:
+          timeout: float = 120, auth: bool | None = None,
+          login_cache_s: int = serverauth.LOGIN_CACHE_S) -> str:
     """PostgreSQL (initialised on first use), its databases, then the MLflow server; its URL.
 
     ``auth``: run MLflow's basic-auth app (SERVER_AUTH); None: only where ``host`` is not loopback.
+    ``login_cache_s``: how long a worker trusts a checked password (0: it checks every request).
     """
     folder = folder.resolve()
-    if pid := _mlflow_pid(folder):
-        raise UserError(f"an MLflow server from {folder} is already running (pid {pid}); stop it "
-                        "first with `make server-stop`")
+    if group := server_group(folder):
+        raise UserError(f"an MLflow server from {folder} is already running (process group "
+                        f"{group}); stop it first with `make server-stop`")
     check_port(host, port, "the MLflow server", "SERVER_PORT")
     serverauth.warn_if_open(host, auth)
     auth = serverauth.wanted(host, auth)
     pg_port = _start_postgres(folder)
-    existed = _create_databases(folder, pg_port,
-                                (DATABASE, serverauth.DATABASE) if auth else (DATABASE,))
+    try:
+        return _start_mlflow(folder, pg_port, host, port, workers, timeout, auth, login_cache_s)
+    except BaseException:
+        stop(folder)  # a start that fails leaves nothing running
+        raise
+
+
+def _start_mlflow(folder: Path, pg_port: int, host: str, port: int, workers: int, timeout: float,
+                  auth: bool, login_cache_s: int) -> str:
+    _create_databases(folder, pg_port, (DATABASE, serverauth.DATABASE) if auth else (DATABASE,))
     artifacts = folder / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
-           "--backend-store-uri", _database_uri(pg_port, DATABASE),
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    cmd = [mlflow, "server", "--backend-store-uri", _database_uri(pg_port, DATABASE),
            "--serve-artifacts", "--artifacts-destination", str(artifacts),
-           "--host", host, "--port", str(port), "--workers", str(workers)]
-    env = {**os.environ, "PGPASSFILE": str(folder / "pgpass"),
+           "--host", host, "--port", str(port), "--workers", str(workers),
+           "--app-name", "catgan-auth" if auth else "catgan"]
+    env = {**os.environ, "PGPASSFILE": str(folder / "pgpass"), _MARK: str(folder),
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_DEPLOYMENTS_TARGET", None)  # no gateway to proxy to (catgan.tracking.routes)
     if auth:
-        cmd += ["--app-name", "basic-auth"]
         env.update(serverauth.server_env(folder, _database_uri(pg_port, serverauth.DATABASE),
-                                         serverauth.DATABASE in existed))
+                                         login_cache_s))
+    cmd = _unprivileged((artifacts, folder / "pgpass")) + cmd
     with open(folder / "mlflow.log", "ab") as log:
         # Its own session: stop signals its whole group (the workers) and nothing else.
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+                                env=env, cwd=folder, start_new_session=True)
     write_text(folder / "mlflow.pid", f"{proc.pid}\n")
     url = f"http://{client_host(host)}:{port}"
     write_text(folder / "mlflow.url", url + "\n")
-    try:
-        wait_answering(f"{url}/health", proc, timeout, f"the MLflow server ({url})",
-                       lambda: f"see {folder / 'mlflow.log'}")
-    except BaseException:
-        stop(folder)
-        raise
+    wait_answering(f"{url}/health", proc, timeout, f"the MLflow server ({url})",
+                   lambda: f"see {folder / 'mlflow.log'}")
     return url
 
 
 def running_url(folder: Path) -> str:
     """The URL of the MLflow server started from ``folder``, which must be running."""
     folder = folder.resolve()
-    if not _mlflow_pid(folder) or not (folder / "mlflow.url").is_file():
+    if not server_group(folder) or not (folder / "mlflow.url").is_file():
         raise UserError(f"no MLflow server of {folder} is running; start it with `make server` "
                         "(with SERVER_DIR, if not .server)")
     return (folder / "mlflow.url").read_text().strip()
 
 
 def stop(folder: Path) -> bool:
-    """Stop the MLflow server and PostgreSQL started from ``folder``; whether either was running."""
+    """Stop the MLflow server and PostgreSQL started from ``folder``; whether either was running.
+    The server's whole process group goes, its first process (``mlflow server``) gone or not."""
     folder = folder.resolve()
-    pid = _mlflow_pid(folder)
-    if pid:
-        stop_group(pid, _STOP_TIMEOUT)
+    group = server_group(folder)
+    if group:
+        stop_group(group, _STOP_TIMEOUT)
     for name in ("mlflow.pid", "mlflow.url"):
         (folder / name).unlink(missing_ok=True)
     cluster = folder / "postgres"
     running = cluster.is_dir() and _pg(folder, "pg_ctl", "-D", str(cluster), "status", check=False).returncode == 0
     if running:
         _pg(folder, "pg_ctl", "-D", str(cluster), "-m", "fast", "-w", "-t", "60", "stop")
-    return bool(pid) or running
+    return bool(group) or running
 
 
 def _start_postgres(folder: Path) -> int:
@@ -134,12 +155,18 @@ def _init_cluster(folder: Path, cluster: Path) -> None:
     write_text(pgpass, f"127.0.0.1:*:*:{USER}:{password}\n", mode=0o600)
 
 
+def _project_experiment() -> str:
+    """The MLflow experiment the project's stages log into: tracking.experiment."""
+    params = project_root() / "params.yaml"
+    return (load_params(params).tracking if params.is_file() else TrackingConfig()).experiment
+
+
 def _database_uri(pg_port: int, database: str) -> str:
     return f"postgresql+psycopg2://{USER}@127.0.0.1:{pg_port}/{database}"  # password: in PGPASSFILE
 
 
-def _create_databases(folder: Path, pg_port: int, names: tuple[str, ...]) -> set[str]:
-    """Create those of ``names`` the cluster lacks; the names it had."""
+def _create_databases(folder: Path, pg_port: int, names: tuple[str, ...]) -> None:
+    """Create those of ``names`` the cluster lacks."""
     import psycopg2
 
     os.environ["PGPASSFILE"] = str(folder / "pgpass")
@@ -151,18 +178,14 @@ def _create_databases(folder: Path, pg_port: int, names: tuple[str, ...]) -> set
                         f"({str(err).strip().splitlines()[0]}); see {folder / 'postgres'}/server.log"
                         ) from None
     conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction (nor `with conn`)
-    existed = set()
     try:
         with conn.cursor() as cur:
             for name in names:
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if cur.fetchone() is None:
                     cur.execute(f"CREATE DATABASE {name}")
-                else:
-                    existed.add(name)
     finally:
         conn.close()
-    return existed
 
 
 def _pg(folder: Path, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -199,22 +222,103 @@ def _give_to_postgres(path: Path) -> None:
         raise UserError(f"PostgreSQL refuses to run as root and there is no user '{_PG_USER}' to run "
                         f"it as; {_INSTALL} (it creates that user) or run as another user") from None
     os.chown(path, user.pw_uid, user.pw_gid)
-    reach = subprocess.run(["runuser", "-u", _PG_USER, "--", "test", "-r", str(path)],
-                           capture_output=True, timeout=30)
-    if reach.returncode != 0:
-        raise UserError(f"PostgreSQL runs as user '{_PG_USER}' here (it refuses root), and that user "
-                        f"cannot reach {path}; let it through the parent folders (chmod o+x) or "
-                        "choose a folder it can reach with SERVER_DIR=<folder>")
+    _check_reach(_PG_USER, "PostgreSQL", "it refuses root", [path])
 
 
-def _mlflow_pid(folder: Path) -> int | None:
-    """The pid in the pid file, if that process is still an MLflow server (pids get reused)."""
+def _unprivileged(owns: tuple[Path, ...]) -> list[str]:
+    """As root, the command prefix that runs MLflow as MLFLOW_USER, made the owner of ``owns`` (and
+    all that lies in them); nothing for anyone else.
+
+    That user needs to read this Python, MLflow and catgan. Where it cannot (a pyenv in /root,
+    0700), it gets CAP_DAC_READ_SEARCH: it may then read any file, and still writes only where
+    MLFLOW_USER may, its store and /tmp.
+    """
+    if os.geteuid() != 0:
+        return []
+    user = _mlflow_user()
+    for path in owns:
+        for found in (path, *path.rglob("*")):
+            if found.lstat().st_uid != user.pw_uid:  # a store from before: root's
+                os.lchown(found, user.pw_uid, user.pw_gid)
+    _check_reach(MLFLOW_USER, "The MLflow server", "it does not run as root", list(owns))
+    code = [os.path.realpath(sys.executable), sysconfig.get_paths()["stdlib"],
+            *(str(Path(module.__file__).parent) for module in (importlib.import_module("mlflow"),
+                                                               importlib.import_module("catgan")))]
+    caps = []
+    if blocked := _unreachable(MLFLOW_USER, code):
+        if not _bounded_cap(_CAP_DAC_READ_SEARCH):
+            raise UserError(f"the MLflow server does not run as root, and its user '{MLFLOW_USER}' "
+                            f"cannot reach {blocked} (nor may it be given CAP_DAC_READ_SEARCH "
+                            "here); let it through the parent folders (chmod o+x), or start the "
+                            "server as another user")
+        log.warning("the MLflow server runs as user '%s', which cannot reach %s: it gets "
+                    "CAP_DAC_READ_SEARCH to read it, and may read any file (it still writes only "
+                    "its store); let that user through the parent folders (chmod o+x) to run the "
+                    "server without", MLFLOW_USER, blocked)
+        caps = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+            "--no-new-privs", *caps, "--"]
+
+
+def _bounded_cap(number: int) -> bool:
+    """Whether this process may hand capability ``number`` on (its bounding set holds it)."""
+    status = Path("/proc/self/status").read_text()
+    return bool(int(status.split("CapBnd:")[1].split()[0], 16) >> number & 1)
+
+
+def _mlflow_user() -> pwd.struct_passwd:
+    """The system user MLflow runs as, created when missing (useradd, as root)."""
     try:
-        pid = int((folder / "mlflow.pid").read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return pwd.getpwnam(MLFLOW_USER)
+    except KeyError:
+        pass
+    made = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                           "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", MLFLOW_USER],
+                          capture_output=True, text=True, timeout=60)
+    try:
+        return pwd.getpwnam(MLFLOW_USER)  # made now, or by a start beside this one
+    except KeyError:
+        why = (made.stderr.strip().splitlines() or [f"exit code {made.returncode}"])[-1]
+        raise UserError(f"the MLflow server does not run as root, and the user '{MLFLOW_USER}' to "
+                        f"run it as could not be made ({why}); create it with `useradd --system "
+                        f"{MLFLOW_USER}`, or start the server as another user") from None
+
+
+def _check_reach(user: str, what: str, why: str, paths: list) -> None:
+    if blocked := _unreachable(user, paths):
+        raise UserError(f"{what} runs as user '{user}' here ({why}), and that user cannot reach "
+                        f"{blocked}; let it through the parent folders (chmod o+x) or choose a "
+                        "folder it can reach with SERVER_DIR=<folder>")
+
+
+def _unreachable(user: str, paths: list) -> str | None:
+    """The first of ``paths`` that ``user`` cannot read; None if it reads them all."""
+    script = 'for p; do test -r "$p" || { echo "$p"; exit 1; }; done'
+    reach = subprocess.run(["runuser", "-u", user, "--", "sh", "-c", script, "sh", *map(str, paths)],
+                           capture_output=True, text=True, timeout=30)
+    return (reach.stdout.strip() or str(paths[0])) if reach.returncode else None
+
+
+def server_group(folder: Path) -> int | None:
+    """The process group of the MLflow server started from ``folder``, while any process of it
+    lives, its first one gone or not; None once none does. A group's id is not given to another
+    process while the group has members, and ours carry _MARK in their environment."""
+    try:
+        group = int((folder / "mlflow.pid").read_text())
     except (OSError, ValueError):
         return None
-    return pid if any(part.endswith(b"mlflow") for part in cmdline) and b"server" in cmdline else None
+    mark = f"{_MARK}={folder}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _, member_of = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            if int(member_of) == group and state != "Z" \
+                    and mark in (entry / "environ").read_bytes().split(b"\0"):
+                return group
+        except OSError:  # it ended while we looked
+            continue
+    return None
 
 
 @cli_entry
@@ -245,9 +349,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m catgan.server") -
                   f"{serverauth.credentials_file(folder, serverauth.ADMIN)}; `make server-user "
                   "NAME=<name>` adds a teammate", flush=True)
     elif args.action == "add-user":
-        path = serverauth.add_user(folder, args.name, lambda: running_url(folder))
-        print(f"added user '{args.name}' to the MLflow server of {folder}; their credentials are "
-              f"in {path}: hand them that file, to put at ~/.mlflow/credentials", flush=True)
+        experiment = _project_experiment()
+        path = serverauth.add_user(folder, args.name, lambda: running_url(folder), experiment)
+        print(f"added user '{args.name}' to the MLflow server of {folder}, who may log runs into "
+              f"experiment '{experiment}'; their credentials are in {path}: hand them that file, "
+              "to put at ~/.mlflow/credentials", flush=True)
     elif stop(folder):
         print(f"stopped the MLflow server and PostgreSQL of {folder}")
     else:
