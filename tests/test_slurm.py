@@ -26,6 +26,7 @@ import yaml
 from mlflowserver import artifacts, search_runs, secret_uri, team_server
 from slurmcluster import Cluster, slurm_cluster
 from test_distributed import launch_command
+from test_server_auth import refused
 from test_stages import stage_env
 
 from catgan.study import arms
@@ -79,13 +80,6 @@ def study(project: Path, cluster: Cluster, environment: dict, *args: str,
                           text=True, timeout=300)
 
 
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
-
-
 @pytest.mark.parametrize("case", ["no sbatch", "unknown arm", "local store", "refused login",
                                   "unknown partition"])
 def test_bad_input_is_one_line_and_nothing_is_submitted(case, checkout, cluster, team):
@@ -101,7 +95,7 @@ def test_bad_input_is_one_line_and_nothing_is_submitted(case, checkout, cluster,
         args.append("--sbatch-arg=--partition=nope")
     else:
         environment["MLFLOW_TRACKING_PASSWORD"] = "not-alice-s-password"
-    line = one_error_line(study(checkout, cluster, environment, *args, name="bad"))
+    line = refused(study(checkout, cluster, environment, *args, name="bad"))
     assert line == "error: " + {
         "no sbatch": "catgan study --slurm: no sbatch on PATH; run it where SLURM's commands are, "
                      "on a login node of the cluster (some need `module load slurm`)",
@@ -250,8 +244,9 @@ def test_the_same_command_again_submits_only_the_run_neither_done_nor_in_slurm(s
 def test_the_requeued_task_resumes_and_ends_as_an_uninterrupted_run(slurm_study, checkout):
     log = (slurm_study.logs / f"{slurm_study.arrays[0]}_{REQUEUED}.out").read_text()
     assert "attempt 1," in log and "attempt 2," in log, log[-3000:]
-    epoch = int(re.search(r"resuming from \S+ at epoch (\d+)", log)[1])
-    assert 1 <= epoch < EPOCHS, f"resumed at epoch {epoch}: the requeue missed the run"
+    resumed = re.search(r"resuming from \S+ at epoch (\d+)", log)
+    assert resumed, f"the requeued task trained from scratch:\n{log[-3000:]}"
+    assert 1 <= int(resumed[1]) < EPOCHS, f"resumed at epoch {resumed[1]}: the requeue missed the run"
     rev = experiment_rev(checkout, NAMES[REQUEUED])
     reference = slurm_study.reference
     assert experiment_file(checkout, rev, "metrics/history.csv") == \
