@@ -1,12 +1,13 @@
 """``catgan study --slurm``: a study's runs as one SLURM job array, and a job after it for the page.
 
 On the login node this command refuses in one line what the nodes could not run (no sbatch on
-PATH, changes not committed, a tracking store on this machine's disk; a server that refuses the
-credentials stops it when the study's MLflow run is made), then submits one array task per run
-that has not finished (catgan/study/slurmtask.py runs it as a DVC experiment in a clone of this
-checkout), one GPU each by default, and a job that runs ``catgan study --page-only`` here once
-every task has ended. The same command again submits only the runs that neither finished (in the
-tracking store and as an experiment here) nor wait or run in SLURM.
+PATH, changes not committed, a tracking store on this machine's disk, sbatch options SLURM refuses;
+a server that refuses the credentials stops it when the study's MLflow run is made), then submits
+one array task per run that has not finished (catgan/study/slurmtask.py runs it as a DVC
+experiment in a clone of this checkout), one GPU each by default, and a job that runs
+``catgan study --page-only`` here once every task has ended. The same command again submits only
+the runs that neither finished (in the tracking store and as an experiment here) nor wait or run
+in SLURM.
 
 Its files sit in ``<study folder>/slurm/`` (``studies/<name>/slurm`` by default): ``submit-<k>.json``
 (submission k: the commit, the runs by array index, the job ids), the scripts ``submit-<k>.sh`` and
