@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from catgan.errors import cli_entry
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
     plan = json.loads(Path((sys.argv[1:] if argv is None else argv)[0]).read_text())
     index = int(os.environ["SLURM_ARRAY_TASK_ID"])
     run = plan["runs"][index]
@@ -51,12 +53,14 @@ def main(argv: list[str] | None = None) -> None:
     dvc("exp", "run", "--name", name, *settings, cwd=work, env=env)
     dvc("exp", "push", "--force", "--no-cache", "origin", name, cwd=work, env=env)
     shutil.rmtree(work)
-    print(f"study {plan['study']}: {name} is an experiment of {project} (dvc exp show)", flush=True)
+    print(f"study {plan['study']}: {name} is an experiment of {project} (dvc exp show), after "
+          f"{time.monotonic() - started:.0f} s in this task", flush=True)
 
 
 def rename(task: str, name: str) -> None:
-    """Name the array task after its run, so that squeue and sacct say study, arm and seed. Its
-    ``array_task`` id, not SLURM_JOB_ID: the last task's job id is the array's, and would rename all."""
+    """Name the array task after its run, so that squeue and sacct say study, arm and seed. By
+    ``<array job>_<index>``, not SLURM_JOB_ID: the last task's job id is the array's, and renaming
+    that renames every task."""
     proc = subprocess.run(["scontrol", "update", f"JobId={task}", f"JobName={name}"],
                           capture_output=True, text=True)
     if proc.returncode != 0:
