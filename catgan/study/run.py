@@ -7,6 +7,7 @@ MLflow run is a child of the study's run through ``tracking.study``. Running the
 resumes: runs the store already holds finished are kept, queued or running ones are waited for,
 the rest are queued again and resume from their checkpoints. Then the study's runs are exported
 from MLflow into a study folder (catgan/study/folder.py) and its page is built and logged.
+With ``--slurm`` the runs go to a SLURM cluster as one job array instead (catgan/study/slurm.py).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from catgan.config import VARIANTS, flatten, load_params, parse_params, project_root
 from catgan.errors import UserError
-from catgan.study import arms, queue
+from catgan.study import arms, queue, slurm
 from catgan.study.dvccli import dvc
 from catgan.tracking.client import MlflowTracker, make_tracker
 from catgan.tracking.runmeta import ROLE_TAG, STUDY_TAG
@@ -45,11 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "for the page's section on the generator's loss")
     p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a params.yaml override for every run, as for `dvc exp run -S`")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="experiments run at once (default 1)")
+    p.add_argument("-j", "--jobs", type=int, default=None,
+                   help="experiments run at once (default 1; with --slurm, as many as SLURM allows)")
     p.add_argument("--out", type=Path, default=None,
                    help="study folder (default: studies/<name> at the project root)")
     p.add_argument("--page-only", action="store_true",
                    help="queue nothing: export what the store holds and build the page")
+    slurm.add_arguments(p)
     args = p.parse_args(argv)
     if args.arms and args.variants:
         p.error("--arms and --variants: give one (--variants V is --arms course-V)")
@@ -163,16 +166,22 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     args = parse_args(argv)
     runs = plan(args)
-    params = load_params()
-    tracker = make_tracker(params.tracking)
+    tracking = slurm.tracking(load_params().tracking, args.set)
+    submitting = args.slurm and not args.page_only
+    if submitting:
+        slurm.check(args, project_root(), tracking)
+    tracker = make_tracker(tracking)
     if not isinstance(tracker, MlflowTracker):
         raise UserError("catgan study needs MLflow: set tracking.enabled: true in params.yaml")
     parent = parent_run(tracker, args.name, {
         "arms": " ".join(args.arms), "seeds": " ".join(map(str, args.seeds)),
         "saturating": str(args.saturating), **dict(s.partition("=")[::2] for s in args.set)})
-    if not args.page_only:
+    if submitting:
+        if slurm.submit(args, runs, finished_runs(tracker, args.name), project_root()):
+            return
+    elif not args.page_only:
         waiting = enqueue(runs, finished_runs(tracker, args.name), queue.status())
-        wait(waiting, args.jobs)
+        wait(waiting, args.jobs or 1)
     done = finished_runs(tracker, args.name)
     missing = [r.name for r in runs if r.name not in done]
     if missing:
