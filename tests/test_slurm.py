@@ -58,7 +58,7 @@ def team():
     and password, as docs/sharing-and-scaling.md has them set."""
     with team_server(auth=True) as (url, folder):
         user, password = serverauth.read_credentials(
-            serverauth.add_user(folder, "alice", lambda: url))
+            serverauth.add_user(folder, "alice", lambda: url, "catgan"))
         yield url, {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": user,
                     "MLFLOW_TRACKING_PASSWORD": password}
 
