@@ -66,7 +66,7 @@ import torch
 from PIL import Image
 
 from benchmarks import reference_loop
-from catgan.config import VARIANTS, Params, flatten, parse_params
+from catgan.config import VARIANTS, Params, flatten, nested, parse_params
 from catgan.data.archive import safe_extract_zip
 from catgan.data.preprocess import load_images, preprocess
 from catgan.errors import UserError, cli_entry
@@ -132,7 +132,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=None,
                    help=f"default: {' '.join(arms.DEFAULT)}; known: {', '.join(arms.ARMS)}")
-    p.add_argument("--variants", nargs="+", default=None, help="shorthand for --arms course-V ...")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, help="shorthand for --arms course-V ...")
     p.add_argument("--parallel", type=int, default=0,
                    help="runs at once, each its own process (default: all on CUDA, 1 on CPU)")
     p.add_argument("--precision", choices=("bf16", "fp32"),
@@ -166,20 +166,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              ("--frames", args.frames, 1), ("--seeds", min(args.seeds), 0)):
         if value < low:
             p.error(f"{flag} must be at least {low}, got {value}")
-    unknown = [v for v in args.variants or [] if v not in VARIANTS]
-    if unknown:
-        p.error(f"--variants: unknown {', '.join(unknown)}; use some of {', '.join(sorted(VARIANTS))}")
-    if args.arms and args.variants:
-        p.error("--arms and --variants: give one (--variants V is --arms course-V)")
-    names = args.arms or [arms.COURSE + v for v in args.variants or []] or list(arms.DEFAULT)
-    args.arms, args.seeds = [arm.name for arm in arms.resolve(names)], sorted(set(args.seeds))
+    args.arms, args.seeds = arms.chosen(args.arms, args.variants), sorted(set(args.seeds))
     return args
 
 
 def parse_overrides(items: list[str], arm_names: list[str] = ()) -> dict:
     """``-S a.b=value`` items as a nested dict; values read as JSON where they parse, else text.
     A key that one of ``arm_names`` sets is refused: the arm would override it for its runs."""
-    raw: dict = {}
+    flat: dict = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -191,17 +185,10 @@ def parse_overrides(items: list[str], arm_names: list[str] = ()) -> dict:
             raise UserError(f"-S {key}: arm {setters[0]} sets it (catgan/study/arms.py); leave it to "
                             "the arm, or pick arms that do not set it")
         try:
-            value = json.loads(text)
+            flat[key] = json.loads(text)
         except ValueError:
-            value = text
-        *groups, leaf = key.split(".")
-        node = raw
-        for group in groups:
-            node = node.setdefault(group, {})
-            if not isinstance(node, dict):
-                raise UserError(f"-S {key}: {group!r} is set to a value by another -S; drop one")
-        node[leaf] = value
-    return raw
+            flat[key] = text
+    return nested(flat)
 
 
 def merge(base: dict, top: dict) -> dict:
@@ -288,13 +275,12 @@ def plan(args: argparse.Namespace, raw: dict, images: Path, data: dict, study: P
     if args.saturating:
         runs.append(("saturating", "course-baseline", first_seed))
     if args.course:  # the course's loop has none of the recipe's techniques: course arms only
-        runs += [("course", a, s) for s in args.seeds for a in args.arms
-                 if a.startswith(arms.COURSE)]
+        runs += [("course", a, s) for s in args.seeds for a in args.arms if arms.get(a).course]
     jobs = []
     for kind, name, seed in runs:
         arm = arms.get(name)
         g_loss = "saturating" if kind == "saturating" else "non_saturating"
-        job_raw = merge(merge(raw, arms.nested(arm.overrides)),
+        job_raw = merge(merge(raw, nested(arm.overrides)),
                         {"train": {"seed": seed, "g_loss": g_loss}})
         animated = kind == "study" and seed == first_seed
         jobs.append(Job(kind, name, arm.variant, seed, job_raw, str(images), data["content_hash"],

@@ -257,6 +257,20 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def nested(flat: dict[str, Any]) -> dict:
+    """Dotted keys as nested dicts, as params.yaml and parse_params take them: flatten undone."""
+    tree: dict = {}
+    for key, value in flat.items():
+        *groups, leaf = key.split(".")
+        node = tree
+        for group in groups:
+            node = node.setdefault(group, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{key}: {group!r} is given a value of its own too; drop one")
+        node[leaf] = value
+    return tree
+
+
 def flat_numbers(tree: dict, prefix: str = "") -> dict[str, float]:
     """The numbers of a nested metrics tree under dotted keys; text and lists are left out."""
     return {k: float(v) for k, v in flatten(tree, prefix).items()

@@ -5,7 +5,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from catgan import cli
-from catgan.config import parse_params
+from catgan.config import nested, parse_params
 from catgan.errors import UserError
 from catgan.study import arms
 from catgan.study import run as study
@@ -24,7 +24,7 @@ def test_an_unknown_arm_is_refused_in_one_line_naming_the_known_ones():
 def test_every_arm_passes_the_params_check_and_changes_what_it_names():
     for arm in arms.ARMS.values():
         arms.check(arm)
-        params = parse_params(arms.nested(arm.overrides))
+        params = parse_params(nested(arm.overrides))
         assert params.model.variant == arm.variant
     with pytest.raises(UserError, match="arm bad: .*train.loss"):
         arms.check(arms.Arm("bad", {"train.loss": "wgan"}))
@@ -81,3 +81,13 @@ def test_the_study_plans_each_arm_and_seed_and_refuses_what_an_arm_sets():
     study.plan(study.parse_args(["--arms", "course-baseline", "-S", "train.ema=0.99"]))
     with pytest.raises(UserError, match="known arms"):
         study.parse_args(["--arms", "nope"])
+
+
+def test_the_course_arms_are_marked_as_such_not_by_their_names():
+    course = [a for a in arms.ARMS.values() if a.course]
+    assert [a.name for a in course] == ["course-baseline", "course-fused"]
+    assert [arms.course_arm(v) for v in ("baseline", "fused")] == course
+    assert all(a.overrides == {"model.variant": a.variant} for a in course)
+    # A run from before arms (study formats 1 and 2) is its variant's course arm.
+    assert arms.of_run({"variant": "fused"}) == "course-fused"
+    assert arms.of_run({"variant": "fused", "arm": "modern"}) == "modern"

@@ -12,6 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from catgan.config import nested
 from catgan.fileio import atomic_dir, write_bytes
 from catgan.study.folder import write_run_meta, write_study
 from catgan.study import arms
@@ -78,7 +79,7 @@ def _export_run(client, run, run_dir: Path) -> None:
 
 def _arm(params: dict) -> dict:
     """The run's arm and its overrides; a run from before arms is its variant's course arm."""
-    arm = arms.get(params.get("tracking.arm") or arms.COURSE + params["model.variant"])
+    arm = arms.get(params.get("tracking.arm") or arms.course_arm(params["model.variant"]).name)
     return {"arm": arm.name, "overrides": arm.overrides}
 
 
@@ -102,12 +103,4 @@ def _grids(client, run_id: str, dest: Path) -> None:
 
 def _eval(metrics: dict[str, float]) -> dict:
     """``eval.swd.swd_avg`` style keys back into the evaluate stage's nested eval.json."""
-    tree: dict = {}
-    for key, value in metrics.items():
-        if key.startswith("eval."):
-            *path, leaf = key.split(".")[1:]
-            node = tree
-            for part in path:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-    return tree
+    return nested({k.removeprefix("eval."): v for k, v in metrics.items() if k.startswith("eval.")})

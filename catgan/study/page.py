@@ -76,11 +76,11 @@ def study_summaries(runs: list[Run]) -> list[stats.Summary]:
     records = [Record(r.name, r.meta["arm"], r.meta["seed"],
                       flat_numbers(r.meta.get("eval") or {}, "eval."))
                for r in runs]
-    order = arms.ordered({r.variant for r in records})
+    order = arms.ordered({r.group for r in records})
     if len(order) < 2:
         raise UserError(f"study runs of {len(order)} arm ({', '.join(order)}): a study compares "
                         "at least two; run it with two arms or more (--arms)")
-    return [stats.summarize(records, confidence=CONFIDENCE, metrics=METRICS, variants=(a, b))
+    return [stats.summarize(records, confidence=CONFIDENCE, metrics=METRICS, groups=(a, b))
             for j, b in enumerate(order) for a in order[:j]]
 
 
@@ -132,7 +132,7 @@ def _side(interval: tuple[float, float] | None) -> int | None:
 
 
 def _verdict(summary: stats.Summary) -> str:
-    a, b = map(arms.label, summary.variants)
+    a, b = map(arms.label, summary.groups)
     rows = {row.metric: row for row in summary.rows}
     row = rows.get(KEY_METRIC)
     if row is None:
@@ -173,7 +173,7 @@ def _budget(info: dict, runs: list[Run]) -> str:
 
 
 def _compare_table(summary: stats.Summary) -> str:
-    a, b = map(arms.label, summary.variants)
+    a, b = map(arms.label, summary.groups)
     pct = f"{summary.confidence:.0%}"
     rows = []
     for row in summary.rows:
@@ -372,7 +372,7 @@ def _parity(groups: dict[str, list[Run]], course: list[Run], figs: Path) -> str:
              1: "the pipeline is better beyond the noise", 0: "no difference beyond the noise"}
     rows = []
     for x, variant in enumerate(variants):
-        sides = (_swd_stat(groups.get(arms.COURSE + variant, [])),
+        sides = (_swd_stat(groups.get(arms.course_arm(variant).name, [])),
                  _swd_stat([r for r in course if r.meta["variant"] == variant]))
         for k, (name, s) in enumerate(zip(("pipeline", "course"), sides)):
             if s:

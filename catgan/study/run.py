@@ -55,10 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--page-only", action="store_true",
                    help="queue nothing: export what the store holds and build the page")
     args = p.parse_args(argv)
-    if args.arms and args.variants:
-        p.error("--arms and --variants: give one (--variants V is --arms course-V)")
-    names = args.arms or [arms.COURSE + v for v in args.variants or []] or list(arms.DEFAULT)
-    args.arms = [arm.name for arm in arms.resolve(names)]
+    args.arms = arms.chosen(args.arms, args.variants)
     return args
 
 
