@@ -92,7 +92,7 @@ RUN_S = {"course": 250, "study": 165, "saturating": 165}
 GENERATOR = "generator.pt"  # a study run's generator in fp16, in its run folder, not archived
 # Set by this script's own flags: -S may not change them behind their back.
 RESERVED = {"model.variant": "--arms", "train.seed": "--seeds", "train.epochs": "--epochs",
-            "train.g_loss": "--saturating", "train.precision": "--precision",
+            "train.precision": "--precision",
             "train.compile": "--compile"}
 
 
@@ -144,7 +144,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="parity runs of the course's loop for the course arms, same seeds, steps "
                         "and batch")
     p.add_argument("--saturating", action=argparse.BooleanOptionalAction, default=True,
-                   help="one more run: course-baseline, lowest seed, saturating G loss")
+                   help="one more run: course-baseline, lowest seed, train.loss saturating")
     p.add_argument("--frames", type=int, default=16,
                    help="grids kept of each arm's lowest-seed study run, for the page's video")
     p.add_argument("--budget-s", type=float, default=0.0,
@@ -279,9 +279,8 @@ def plan(args: argparse.Namespace, raw: dict, images: Path, data: dict, study: P
     jobs = []
     for kind, name, seed in runs:
         arm = arms.get(name)
-        g_loss = "saturating" if kind == "saturating" else "non_saturating"
-        job_raw = merge(merge(raw, nested(arm.overrides)),
-                        {"train": {"seed": seed, "g_loss": g_loss}})
+        saturating = {"loss": "saturating"} if kind == "saturating" else {}
+        job_raw = merge(merge(raw, nested(arm.overrides)), {"train": {"seed": seed, **saturating}})
         animated = kind == "study" and seed == first_seed
         jobs.append(Job(kind, name, arm.variant, seed, job_raw, str(images), data["content_hash"],
                         str(study / "runs" / run_name(kind, name, seed)), steps,
@@ -305,7 +304,7 @@ def pipeline_run(job: Job) -> None:
         train_s = time.perf_counter() - started
         metrics, notes = evaluate(params, result.generator, result.discriminator, images, device)
         epochs, per_epoch = len(result.history), steps_per_epoch(len(images), t.batch_size, t.steps_per_epoch)
-        meta = {"g_loss": t.g_loss, "epochs": epochs, "steps": epochs * per_epoch,
+        meta = {"loss": t.loss, "epochs": epochs, "steps": epochs * per_epoch,
                 "images_seen": epochs * min(per_epoch * t.batch_size, len(images)),
                 "precision": t.precision, "compile": t.compile, "params": flatten(params)}
         generator = None
@@ -351,7 +350,7 @@ def course_run(job: Job) -> None:
         # Scored like catgan's: D's logits, without the course's final Sigmoid.
         metrics, notes = evaluate(params, course.G, course.D[0], images, device)
         epochs = rows[-1]["epoch"]
-        meta = {"g_loss": "non_saturating", "epochs": epochs, "steps": len(rows),
+        meta = {"loss": "non_saturating", "epochs": epochs, "steps": len(rows),
                 "images_seen": len(rows) * t.batch_size, "precision": "fp32", "compile": False,
                 "loop": "course (benchmarks/reference_loop.py)"}
         write_run(job, epoch_means(rows), [r for r in rows if r["step"] % t.log_every == 0],
@@ -568,7 +567,7 @@ def _shaping(info: dict) -> dict:
 
 def study_info(args: argparse.Namespace, params: Params, device: torch.device, data: dict) -> dict:
     """study.json: the name, device, data and every setting that shapes the runs."""
-    per_run = ("model.variant", "train.seed", "train.g_loss", "train.threads")
+    per_run = ("model.variant", "train.seed", "train.loss", "train.threads")
     settings = {"arms": " ".join(args.arms), "seeds": " ".join(map(str, args.seeds)),
                 "course": args.course, "saturating": args.saturating, "frames": args.frames,
                 **{k: v for k, v in flatten(params).items()

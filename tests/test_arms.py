@@ -74,13 +74,15 @@ def test_the_study_plans_each_arm_and_seed_and_refuses_what_an_arm_sets():
     assert runs["s-modern-s1"]["train.augment"] == "'color,translation,cutout'"
     modern = runs["s-modern-s1"]
     assert (modern["tracking.arm"], modern["train.seed"]) == ("modern", "1")
-    assert runs["s-saturating-course-baseline-s0"]["train.g_loss"] == "saturating"
+    assert runs["s-saturating-course-baseline-s0"]["train.loss"] == "saturating"
     assert study.parse_args(["--variants", "fused"]).arms == ["course-fused"]
     with pytest.raises(UserError, match="arm modern sets it"):
         study.plan(study.parse_args(["-S", "train.ema=0.99"]))
     study.plan(study.parse_args(["--arms", "course-baseline", "-S", "train.ema=0.99"]))
     with pytest.raises(UserError, match="known arms"):
         study.parse_args(["--arms", "nope"])
+    with pytest.raises(UserError, match=r"-S train.g_loss: gone; G's loss is set by train.loss now"):
+        study.plan(study.parse_args(["-S", "train.g_loss=saturating"]))
 
 
 def test_the_course_arms_are_marked_as_such_not_by_their_names():

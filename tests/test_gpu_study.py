@@ -110,7 +110,8 @@ def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
             assert run.history[0]["swd_avg"] is None and meta["epochs"] == 1
         else:
             assert run.history[0]["swd_avg"] > 0, run.name
-    assert {r.meta["g_loss"] for r in runs if r.meta["kind"] == "saturating"} == {"saturating"}
+    assert {r.meta["loss"] for r in runs} == {"non_saturating", "saturating", "ralsgan"}
+    assert [r.meta["loss"] for r in runs if r.meta["kind"] == "saturating"] == ["saturating"]
     for run in runs:  # each run records its arm, and trained with the arm's overrides
         assert run.meta["overrides"] == arms.get(run.meta["arm"]).overrides, run.name
     modern = [r.meta["params"] for r in runs if r.meta["arm"] == "modern"]

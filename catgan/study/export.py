@@ -61,15 +61,18 @@ def _export_run(client, run, run_dir: Path) -> None:
     steps = _rows(client, run_id, COLUMNS, "step", prefix=STEP_KEY)
     for row in steps:
         row["epoch"] = math.ceil(row["step"] / per_epoch)
+    # A run from before train.loss named G's loss too: train.loss standard, G's in train.g_loss.
+    loss = params.get("train.loss", "standard")
+    loss = params.get("train.g_loss", "non_saturating") if loss == "standard" else loss
     with atomic_dir(run_dir) as tmp:
         write_csv(history, tmp / "history.csv", HISTORY_COLUMNS)
         write_csv(steps, tmp / "steps.csv", ("step", "epoch", *COLUMNS))
         _grids(client, run_id, tmp / "grids")
         write_run_meta(tmp, {
-            "kind": "saturating" if params.get("train.g_loss") == "saturating" else "study",
+            "kind": "saturating" if loss == "saturating" else "study",
             "variant": params["model.variant"], "seed": int(params["train.seed"]),
             **_arm(params),
-            "g_loss": params.get("train.g_loss"), "epochs": epochs,
+            "loss": loss, "epochs": epochs,
             "steps": epochs * per_epoch, "batch_size": batch,
             "images_seen": epochs * min(images, per_epoch * batch),
             "wall_s": ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,

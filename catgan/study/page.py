@@ -340,7 +340,7 @@ def _q1_measured(sat: Run, twin: Run, figs: Path) -> str:
     medians = {}
     for color, run in zip(COLORS, (twin, sat)):
         rows = [row for row in run.steps if row["epoch"] <= last]
-        label = run.meta.get("g_loss") or run.meta["kind"]
+        label = run.meta.get("loss") or run.meta.get("g_loss") or run.meta["kind"]
         medians[label] = statistics.median(row["g_grad_norm"] for row in rows)
         ax.plot([row["step"] for row in rows], [row["g_grad_norm"] for row in rows], color=color,
                 label=label)
