@@ -27,7 +27,7 @@ from catgan.study import provenance
 from catgan.study import samples as studysamples
 from catgan.study.compare import render, stats
 from catgan.study.compare.runs import Record
-from catgan.study.folder import KINDS, Run, load_study, weights
+from catgan.study.folder import KINDS, WEIGHTS, Run, load_study, weights
 
 CONFIDENCE = 0.95
 METRICS = ("eval.swd.*", "eval.diversity.*", "eval.scores.*")
@@ -212,7 +212,7 @@ def _missing(info: dict, study_dir: Path) -> str:
     lacks = []
     if not info.get("provenance"):
         lacks.append("no provenance (commit or code hash, versions, command line, wall time)")
-    if not weights(study_dir):
+    if not weights(study_dir / WEIGHTS):
         lacks.append("no generator weights (<archive>.generator-<arm>.pt beside its archive), "
                      "so no samples")
     if not lacks:
@@ -340,7 +340,7 @@ def _q1_measured(sat: Run, twin: Run, figs: Path) -> str:
     medians = {}
     for color, run in zip(COLORS, (twin, sat)):
         rows = [row for row in run.steps if row["epoch"] <= last]
-        label = run.meta.get("loss") or run.meta.get("g_loss") or run.meta["kind"]
+        label = run.meta["loss"]
         medians[label] = statistics.median(row["g_grad_norm"] for row in rows)
         ax.plot([row["step"] for row in rows], [row["g_grad_norm"] for row in rows], color=color,
                 label=label)
