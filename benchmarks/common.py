@@ -1,6 +1,7 @@
 """Shared by the benchmarks: the machine they ran on, their input images, tables and medians."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -88,24 +89,19 @@ def warm_page_cache(files: list[Path]) -> None:
         path.read_bytes()
 
 
+def cpuinfo(field: str) -> str | None:
+    """The value of ``field`` in /proc/cpuinfo (Linux's), or None."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        return next((line.split(":", 1)[1].strip() for line in fh if line.startswith(field)), None)
+    return None
+
+
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((cpuinfo("flags") or "").split())
 
 
 def load_average() -> str:

@@ -1,6 +1,6 @@
 """One training step two ways, interleaved in one process: catgan's against the course's.
 
-catgan's step (``catgan.training.loop._step``) draws D's fakes under ``no_grad`` and freezes D while G's
+catgan's step (``catgan.training.step.gan_step``) draws D's fakes under ``no_grad``, freezes D while G's
 loss back-propagates through it, so no weight gradient is computed for D there. The course's step
 builds G's graph for D's fakes and computes D's weight gradients in G's step, only to zero them
 before D's next step. Both give the same weights bit for bit (tests/test_train.py checks it); this
@@ -19,19 +19,20 @@ from benchmarks.common import median, synthetic_array
 from catgan.config import parse_params
 from catgan.model.losses import d_loss, g_loss
 from catgan.training.distributed import Dist
-from catgan.training.loop import _networks, _step
+from catgan.training.state import new_state
+from catgan.training.step import gan_step
 
 
-def course_step(nets, real: torch.Tensor, latent: int) -> None:
-    G, D, b = nets.G, nets.D, real.shape[0]
-    loss_d = d_loss(D(real), D(G(torch.randn(b, latent, 1, 1, generator=nets.noise)).detach()))
-    nets.opt_d.zero_grad(set_to_none=True)
+def course_step(state, real: torch.Tensor, latent: int) -> None:
+    G, D, b = state.G, state.D, real.shape[0]
+    loss_d = d_loss(D(real), D(G(torch.randn(b, latent, 1, 1, generator=state.noise)).detach()))
+    state.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
-    nets.opt_d.step()
-    loss_g = g_loss(D(G(torch.randn(b, latent, 1, 1, generator=nets.noise))), "non_saturating")
-    nets.opt_g.zero_grad(set_to_none=True)
+    state.opt_d.step()
+    loss_g = g_loss(D(G(torch.randn(b, latent, 1, 1, generator=state.noise))), "non_saturating")
+    state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
-    nets.opt_g.step()
+    state.opt_g.step()
 
 
 def main() -> None:
@@ -48,10 +49,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     images = torch.from_numpy(synthetic_array(256))
-    nets = _networks(params, torch.device("cpu"), Dist())
+    state = new_state(params, torch.device("cpu"), Dist())
     latent = params.model.latent_dim
-    steps = {"course": lambda real: course_step(nets, real, latent),
-             "catgan": lambda real: _step(nets, real, params)}
+    steps = {"course": lambda real: course_step(state, real, latent),
+             "catgan": lambda real: gan_step(state, real, params)}
     times: dict[str, list[float]] = {name: [] for name in steps}
     for i in range(args.steps + 3):
         # Alternate which goes first, so drift in the machine's speed hits both alike.

@@ -17,8 +17,9 @@ import torch
 from benchmarks.common import median, synthetic_array
 from catgan.config import parse_params
 from catgan.training.distributed import Dist
-from catgan.training.loop import _networks, _step
 from catgan.training.monitor import Monitor
+from catgan.training.state import new_state
+from catgan.training.step import gan_step
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     params = parse_params(raw)
     torch.manual_seed(0)
     images = synthetic_array(2 * params.eval.monitor_samples)
-    nets = _networks(params, torch.device("cpu"), Dist())
+    state = new_state(params, torch.device("cpu"), Dist())
     monitor = Monitor(images, every=1, samples=params.eval.monitor_samples, seed=params.eval.seed,
                       latent_dim=params.model.latent_dim, batch_size=params.eval.batch_size,
                       device=torch.device("cpu"))
@@ -45,11 +46,11 @@ def main() -> None:
             pick = torch.randint(0, len(data), (params.train.batch_size,))
             real = (data[pick].float() / 127.5 - 1).contiguous(memory_format=torch.channels_last)
             start = time.perf_counter()
-            _step(nets, real, params)
+            gan_step(state, real, params)
             if i:  # the first round warms up allocators and oneDNN primitives
                 step_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        monitor.measure(nets.G, nets.D)
+        monitor.measure(state.G, state.D)
         if i:
             check_s.append(time.perf_counter() - start)
     epoch = median(step_s) * math.ceil(args.images / params.train.batch_size)

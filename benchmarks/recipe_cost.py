@@ -1,6 +1,6 @@
 """What the recipe's techniques add to a training step, as ratios to the plain step, side by side.
 
-Each arm is ``catgan.training.loop._step`` on its own networks at the committed settings (baseline, batch
+Each arm is ``catgan.training.step.gan_step`` on its networks at the committed settings (baseline, batch
 128, fp32, channels_last) with one set of overrides: ``train.ema``, ``train.augment`` (DiffAugment),
 both, and for reference ``train.loss: rasgan`` (one more D forward in G's step) and
 ``model.spectral_norm``. The arms take turns step by step, in an order that rotates every round,
@@ -27,11 +27,12 @@ from unittest import mock
 
 import torch
 
-import catgan.training.loop as train_mod
+import catgan.training.step as step_mod
 from benchmarks.common import describe, load_average, machine, markdown_table, median, synthetic_array
 from catgan.config import parse_params
 from catgan.model.ema import GeneratorEMA
 from catgan.training.distributed import Dist
+from catgan.training.state import new_state
 
 POLICY = "color,translation,cutout"
 ARMS = {
@@ -79,7 +80,7 @@ def main() -> None:
         arms["augment (kornia)"] = ARMS["augment"]
     patches = {name: contextlib.nullcontext() for name in arms}
     if args.kornia:
-        patches["augment (kornia)"] = mock.patch.object(train_mod, "augment", kornia_augment())
+        patches["augment (kornia)"] = mock.patch.object(step_mod, "augment", kornia_augment())
     info = machine("cpu")
     print(describe(info), f"\n- load average before: {load_average()}", flush=True)
 
@@ -92,7 +93,7 @@ def main() -> None:
                "tracking": {"enabled": False}}
         params = parse_params(raw)
         torch.manual_seed(0)
-        setups[name] = (params, train_mod._networks(params, torch.device("cpu"), Dist()))
+        setups[name] = (params, new_state(params, torch.device("cpu"), Dist()))
 
     parts = part_timers(setups["plain"][1].G, images, args.batch_size, args.kornia)
     wall: dict[str, list[float]] = {name: [] for name in [*arms, *parts]}
@@ -134,9 +135,9 @@ def main() -> None:
                           "of the plain step (wall)", "of the plain step (CPU time)"], rows))
 
 
-def step(params, nets, real: torch.Tensor, patch) -> None:
+def step(params, state, real: torch.Tensor, patch) -> None:
     with patch:
-        train_mod._step(nets, real, params)
+        step_mod.gan_step(state, real, params)
 
 
 def part_timers(G: torch.nn.Module, images: torch.Tensor, batch: int,
@@ -146,7 +147,7 @@ def part_timers(G: torch.nn.Module, images: torch.Tensor, batch: int,
     average = GeneratorEMA(G, 0.999)
     gen = torch.Generator().manual_seed(0)
     real = (images[:batch].float() / 127.5 - 1).contiguous(memory_format=torch.channels_last)
-    fns = {"catgan": train_mod.augment, **({"kornia": kornia_augment()} if kornia else {})}
+    fns = {"catgan": step_mod.augment, **({"kornia": kornia_augment()} if kornia else {})}
 
     def forward_and_back(fn) -> None:
         fn(real.clone().requires_grad_(), POLICY, gen).sum().backward()

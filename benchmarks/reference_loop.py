@@ -1,5 +1,5 @@
 """The course's DCGAN training loop, as the course writes it: for the throughput comparison and for
-the GPU study's parity runs.
+the GPU study's parity runs (``study_train``).
 
 JPEG files through torchvision's ImageFolder and a 3-worker DataLoader, a discriminator ending in
 Sigmoid scored with BCELoss, the course's train_discriminator / train_generator (the D step runs
@@ -10,6 +10,7 @@ train exactly the same layers. Where torchvision is missing (the GPU study's mac
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +21,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from catgan.config import Params
 from catgan.errors import UserError
-from catgan.model.nets import build
+from catgan.images import grid_image, save_png
+from catgan.model.losses import grad_norm
+from catgan.model.nets import build, sample
+from catgan.study.standalone import Job
+from catgan.training.outputs import COLUMNS
 
 STATS = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 WORKERS = 3
@@ -180,3 +186,35 @@ def fit(image_root: Path, variant: str, batch_size: int, steps: int, device: tor
     course = setup(variant, latent_size, lr, device)
     return train(course, loader, steps, device,
                  on_epoch=lambda epoch: save_samples(course.G, course.fixed_latent, out_dir, epoch))
+
+
+def study_train(job: Job, params: Params, images: np.ndarray, device: torch.device, grids: Path):
+    """The course's loop for ``job.steps`` steps from torch.manual_seed(seed), as a trainer of the
+    GPU study's parity runs (catgan.study.standalone.run_one)."""
+    t, m = params.train, params.model
+    torch.set_num_threads(t.threads or os.cpu_count() or 1)
+    torch.backends.cudnn.benchmark = False  # the course leaves cuDNN autotuning off
+    torch.manual_seed(job.seed)
+    loader = array_loader(images, t.batch_size, device)
+    course = setup(m.variant, m.latent_dim, t.lr, device)
+    rows: list[dict] = []
+    norms: list[torch.Tensor] = []  # kept on the device: the course's own host reads are enough
+
+    def on_step(epoch: int, values: tuple[float, ...]) -> None:
+        rows.append({"step": len(rows) + 1, "epoch": epoch, **dict(zip(COLUMNS, values))})
+        norms.append(grad_norm(course.G.parameters()))  # G's gradients of the step just taken
+
+    def on_epoch(epoch: int) -> None:
+        save_png(grid_image(sample(course.G, course.fixed_latent)), grids / f"epoch_{epoch:03d}.png")
+
+    on_epoch(0)
+    train(course, loader, job.steps, device, on_step=on_step, on_epoch=on_epoch)
+    for row, norm in zip(rows, torch.stack(norms).tolist()):
+        row["g_grad_norm"] = norm
+    history = [{"epoch": e, **{c: float(np.mean([r[c] for r in rows if r["epoch"] == e]))
+                               for c in COLUMNS}} for e in sorted({r["epoch"] for r in rows})]
+    # Scored like catgan's: D's logits, without the course's final Sigmoid.
+    return course.G, course.D[0], history, [r for r in rows if r["step"] % t.log_every == 0], {
+        "loss": "non_saturating", "epochs": rows[-1]["epoch"], "steps": len(rows),
+        "images_seen": len(rows) * t.batch_size, "precision": "fp32", "compile": False,
+        "loop": "course (benchmarks/reference_loop.py)"}

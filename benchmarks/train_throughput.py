@@ -40,7 +40,9 @@ from catgan.config import Params, parse_params
 from catgan.data.preprocess import load_images, preprocess
 from catgan.errors import cli_entry
 from catgan.training.distributed import Dist
-from catgan.training.loop import _epoch, _networks, _step
+from catgan.training.loop import _epoch
+from catgan.training.state import new_state
+from catgan.training.step import gan_step
 
 REFERENCE = "reference (course)"
 # An H200's bf16 dense tensor-core peak as issue #21 gives it; NVIDIA's datasheet says 989 for the
@@ -91,14 +93,14 @@ class Ours:
     def __init__(self, data: torch.Tensor, variant: str, config: Config, batch: int, warmup: int):
         self.data, self.device = data, data.device
         self.params = config.params(variant, batch, data.device)
-        self.nets = _networks(self.params, data.device, Dist())
+        self.state = new_state(self.params, data.device, Dist())
         self.epochs = 0
         self._run(warmup)
 
     def _run(self, steps: int) -> None:
         torch.backends.cudnn.benchmark = self.device.type == "cuda"  # as catgan.training.loop.train sets it
         self.epochs += 1
-        _epoch(self.nets, self.data, self.params, self.epochs, steps)
+        _epoch(self.state, self.data, self.params, self.epochs, steps)
 
     def window(self, steps: int) -> float:
         sync(self.device)
@@ -143,7 +145,7 @@ def step_flops(variant: str, batch: int, device: torch.device, course: bool) -> 
             reference_loop.train_generator(c.G, c.D, c.opt_g, c.criterion, batch, LATENT, device)
         else:
             params = Config().params(variant, batch, device)
-            _step(_networks(params, device, Dist()), real, params)
+            gan_step(new_state(params, device, Dist()), real, params)
     return counter.get_total_flops()
 
 

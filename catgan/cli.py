@@ -55,7 +55,7 @@ def _compare(args: argparse.Namespace) -> None:
     else:
         records = from_mlflow.collect(*_tracking(args))
     summary = stats.summarize(records, confidence=args.confidence, metrics=args.metrics,
-                              variants=args.variants)
+                              groups=args.variants)
     print(render.render_text(summary))
     paths = render.save(summary, args.out)
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -28,10 +28,11 @@ _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxoth
 SOURCES = ("kaggle", "folder", "synthetic")
 VARIANTS = ("baseline", "fused")
 INIT_SCHEMES = ("default", "dcgan")
-G_LOSSES = ("non_saturating", "saturating")
-# standard: the course's BCE, G's form set by train.g_loss; rasgan and ralsgan: the relativistic
-# average standard and least-squares GANs (Jolicoeur-Martineau 2018), D's and G's losses both.
-LOSSES = ("standard", "rasgan", "ralsgan")
+# D's and G's loss (catgan/model/losses.py): the course's BCE, G maximising log D(G(z)) or minimising
+# log(1 - D(G(z))); the relativistic average standard and least-squares GANs (Jolicoeur-Martineau 2018).
+LOSSES = ("non_saturating", "saturating", "rasgan", "ralsgan")
+GONE = {"train.g_loss": "G's loss is set by train.loss now (train.loss: standard with train.g_loss: "
+                        "X is train.loss: X): remove train.g_loss and set train.loss"}
 AUGMENTS = ("color", "translation", "cutout")  # DiffAugment's policies (catgan/model/augment.py)
 _AUGMENT = "(" + "|".join(AUGMENTS) + ")"
 # The user:password@ of a URL: here rather than in mlflowstore, which imports this module.
@@ -82,8 +83,7 @@ class TrainConfig:
     lr: float = _knob(0.0002, low=1e-8, high=1.0)
     betas: list = _knob([0.5, 0.999], low=0.0, high=0.999999, length=2)
     seed: int = _knob(0, low=0)
-    g_loss: str = _knob("non_saturating", choices=G_LOSSES)
-    loss: str = _knob("standard", choices=LOSSES)
+    loss: str = _knob("non_saturating", choices=LOSSES)
     ema: float = _knob(0.0, low=0.0, below=1.0)  # 0 = off; 1 would never move from G's init
     augment: str = _knob("", pattern=f"({_AUGMENT}(,{_AUGMENT})*)?",
                          shape="'' (off) or a comma-separated list of " + ", ".join(AUGMENTS)
@@ -96,12 +96,6 @@ class TrainConfig:
     nproc: int = _knob(1, low=1, high=64)
     sync_bn: bool = False
     log_every: int = _knob(10, low=1)
-
-    def __post_init__(self):
-        if self.loss != "standard" and self.g_loss != "non_saturating":
-            raise UserError(f"train.g_loss = {self.g_loss!r} applies to train.loss = 'standard' "
-                            f"only; train.loss = {self.loss!r} sets G's loss too: set train.g_loss: "
-                            "non_saturating, or train.loss: standard")
 
 
 @dataclass(frozen=True)
@@ -184,6 +178,8 @@ def _build(cls, raw: Any, *, prefix: str, source: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
+        if prefix + str(key) in GONE:
+            raise UserError(f"{source}: key {prefix + str(key)!r} is gone: {GONE[prefix + str(key)]}")
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; allowed: {', '.join(fields)}"
@@ -255,6 +251,32 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def nested(flat: dict[str, Any]) -> dict:
+    """Dotted keys as nested dicts, as params.yaml and parse_params take them: flatten undone."""
+    tree: dict = {}
+    for key, value in flat.items():
+        *groups, leaf = key.split(".")
+        node = tree
+        for group in groups:
+            node = node.setdefault(group, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{key}: {group!r} is given a value of its own too; drop one")
+        node[leaf] = value
+    return tree
+
+
+def check_settable(keys) -> None:
+    """Refuses ``-S key`` for keys params.yaml lacks, as `dvc exp run -S` does; for a key that is
+    gone, says what replaced it."""
+    known = flatten(load_params())
+    for key in keys:
+        if key in GONE:
+            raise UserError(f"-S {key}: gone; {GONE[key]}")
+        if key not in known:
+            raise UserError(f"-S {key}: no such key in params.yaml; `dvc exp run -S` only sets "
+                            "existing keys (docs/parameters.md lists them)")
 
 
 def flat_numbers(tree: dict, prefix: str = "") -> dict[str, float]:

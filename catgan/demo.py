@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from catgan.config import VARIANTS, flatten, load_params, parse_params
+from catgan.config import VARIANTS, check_settable, parse_params
 from catgan.errors import UserError, cli_entry
 from catgan.study.compare import from_dvc, render, stats
 from catgan.study.dvccli import dvc
@@ -74,11 +74,7 @@ def check(chosen: dict[str, object]) -> None:
     from dvc.exceptions import DvcException
     from dvc.utils.hydra import apply_overrides
 
-    known = flatten(load_params())
-    for key in chosen:
-        if key not in known:
-            raise UserError(f"-S {key}: no such key in params.yaml; `dvc exp run -S` only sets "
-                            "existing keys (docs/parameters.md lists them)")
+    check_settable(chosen)
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "params.yaml"
         shutil.copyfile("params.yaml", copy)

@@ -5,7 +5,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from catgan import cli
-from catgan.config import parse_params
+from catgan.config import nested, parse_params
 from catgan.errors import UserError
 from catgan.study import arms
 from catgan.study import run as study
@@ -24,7 +24,7 @@ def test_an_unknown_arm_is_refused_in_one_line_naming_the_known_ones():
 def test_every_arm_passes_the_params_check_and_changes_what_it_names():
     for arm in arms.ARMS.values():
         arms.check(arm)
-        params = parse_params(arms.nested(arm.overrides))
+        params = parse_params(nested(arm.overrides))
         assert params.model.variant == arm.variant
     with pytest.raises(UserError, match="arm bad: .*train.loss"):
         arms.check(arms.Arm("bad", {"train.loss": "wgan"}))
@@ -74,10 +74,22 @@ def test_the_study_plans_each_arm_and_seed_and_refuses_what_an_arm_sets():
     assert runs["s-modern-s1"]["train.augment"] == "'color,translation,cutout'"
     modern = runs["s-modern-s1"]
     assert (modern["tracking.arm"], modern["train.seed"]) == ("modern", "1")
-    assert runs["s-saturating-course-baseline-s0"]["train.g_loss"] == "saturating"
+    assert runs["s-saturating-course-baseline-s0"]["train.loss"] == "saturating"
     assert study.parse_args(["--variants", "fused"]).arms == ["course-fused"]
     with pytest.raises(UserError, match="arm modern sets it"):
         study.plan(study.parse_args(["-S", "train.ema=0.99"]))
     study.plan(study.parse_args(["--arms", "course-baseline", "-S", "train.ema=0.99"]))
     with pytest.raises(UserError, match="known arms"):
         study.parse_args(["--arms", "nope"])
+    with pytest.raises(UserError, match=r"-S train.g_loss: gone; G's loss is set by train.loss now"):
+        study.plan(study.parse_args(["-S", "train.g_loss=saturating"]))
+
+
+def test_the_course_arms_are_marked_as_such_not_by_their_names():
+    course = [a for a in arms.ARMS.values() if a.course]
+    assert [a.name for a in course] == ["course-baseline", "course-fused"]
+    assert [arms.course_arm(v) for v in ("baseline", "fused")] == course
+    assert all(a.overrides == {"model.variant": a.variant} for a in course)
+    # A run from before arms (study formats 1 and 2) is its variant's course arm.
+    assert arms.of_run({"variant": "fused"}) == "course-fused"
+    assert arms.of_run({"variant": "fused", "arm": "modern"}) == "modern"

@@ -108,7 +108,7 @@ def test_a_single_seed_gives_no_interval_and_says_so():
     summary = summarize(runs(SWD, baseline=[41.0, 43.5, 40.2], fused=[30.0]))
     r = row(summary, SWD)
     assert r.stats[1].ci is None and r.stats[1].std is None and r.interval is None
-    assert r.verdict == "no interval: fused has 1 seed; run at least 2 seeds per variant"
+    assert r.verdict == "no interval: fused has 1 seed; run at least 2 seeds each"
     text = render_text(summary)
     assert "30 (1)" in text and "-11.57 [no interval]" in text
     assert text.count("±") == 3  # the two header cells and the baseline's interval only
@@ -131,8 +131,8 @@ def test_unusable_runs_raise_a_clear_error(records, kwargs, message):
 def test_variants_pick_two_of_three_and_patterns_filter_metrics():
     records = [Record(f"{v}{s}", v, s, {SWD: x + s, "loss_d": 1.0})
                for v, x in (("baseline", 40.0), ("fused", 30.0), ("wide", 20.0)) for s in range(2)]
-    summary = summarize(records, variants=["wide", "fused"], metrics=["eval.*"])
-    assert summary.variants == ("wide", "fused") and [r.metric for r in summary.rows] == [SWD]
+    summary = summarize(records, groups=["wide", "fused"], metrics=["eval.*"])
+    assert summary.groups == ("wide", "fused") and [r.metric for r in summary.rows] == [SWD]
     assert row(summary, SWD).difference == pytest.approx(10.0)
 
 
@@ -141,7 +141,7 @@ def test_variants_pick_two_of_three_and_patterns_filter_metrics():
 def test_exp_show_sample_gives_only_finished_experiments(caplog):
     caplog.set_level("INFO")
     records = exp_records(json.loads(SAMPLE.read_text()))
-    assert sorted((r.name, r.variant, r.seed) for r in records) == [
+    assert sorted((r.name, r.group, r.seed) for r in records) == [
         ("base-s0", "baseline", 0), ("fused-s0", "fused", 0), ("fused-s1", "fused", 1),
         ("pending", "baseline", 1)]
     fused1 = next(r for r in records if r.name == "fused-s1")
@@ -162,7 +162,7 @@ def test_exp_show_rerun_of_a_seed_keeps_the_newest():
     exps.remove(newest)
     exps.append(newest)  # the order dvc lists them in does not matter
     records = exp_records(data)
-    assert [r.name for r in records if r.variant == "baseline"] == ["pending"]
+    assert [r.name for r in records if r.group == "baseline"] == ["pending"]
 
 
 def test_exp_show_runs_of_a_study_arm_are_grouped_by_their_arm():
@@ -170,7 +170,7 @@ def test_exp_show_runs_of_a_study_arm_are_grouped_by_their_arm():
     for exp in data[1]["experiments"]:
         if exp["name"].startswith("fused"):
             exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["tracking"] = {"arm": "modern"}
-    groups = {r.name: r.variant for r in exp_records(data)}
+    groups = {r.name: r.group for r in exp_records(data)}
     assert groups == {"base-s0": "baseline", "pending": "baseline", "fused-s0": "modern",
                       "fused-s1": "modern"}
 
@@ -220,7 +220,7 @@ def test_collect_dvc_finds_experiments_of_a_real_repo(tmp_path, monkeypatch, cap
     monkeypatch.setenv("PATH", _env()["PATH"])
 
     records = collect_dvc(tmp_path)
-    assert sorted((r.variant, r.seed, r.metrics) for r in records) == [
+    assert sorted((r.group, r.seed, r.metrics) for r in records) == [
         ("baseline", 0, {SWD: 40.0}), ("fused", 1, {SWD: 31.0})]
 
     main(["compare", "--repo", str(tmp_path), "--out", str(tmp_path / "cmp")])  # the default source
@@ -280,9 +280,9 @@ def mlflow_store(tmp_path_factory) -> str:
 
 def test_collect_mlflow_takes_finished_runs_and_latest_metrics(mlflow_store):
     records = collect_mlflow(mlflow_store, "catgan")
-    assert sorted((r.variant, r.seed) for r in records) == [
+    assert sorted((r.group, r.seed) for r in records) == [
         (v, s) for v in ("baseline", "fused") for s in range(3)]
-    by_key = {(r.variant, r.seed): r for r in records}
+    by_key = {(r.group, r.seed): r for r in records}
     assert [by_key["fused", s].metrics[SWD] for s in range(3)] == FUSED_SWD
     assert by_key["fused", 0].name == "fused-seed0-3000"
     # Named as dvc exp show names them; curves and settings are no final metric

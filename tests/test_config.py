@@ -71,8 +71,8 @@ def test_every_key_in_the_schema_is_in_params_yaml_with_a_comment():
     ({"train": {"ema": 1.5}}, "train.ema = 1.5 is not allowed; expected a number in [0.0, 1.0)"),
     ({"train": {"ema": -0.1}}, "train.ema = -0.1 is not allowed; expected a number in [0.0, 1.0)"),
     ({"train": {"ema": "0.999"}}, "train.ema = '0.999' is not allowed; expected a number"),
-    ({"train": {"loss": "lsgan"}}, "train.loss = 'lsgan' is not allowed; expected one of standard, "
-     "rasgan, ralsgan"),
+    ({"train": {"loss": "lsgan"}}, "train.loss = 'lsgan' is not allowed; expected one of "
+     "non_saturating, saturating, rasgan, ralsgan"),
     ({"model": {"spectral_norm": "yes"}}, "model.spectral_norm = 'yes' is not allowed; expected true"),
 ])
 def test_schema_errors_name_the_key_value_and_what_is_allowed(raw, message):

@@ -162,9 +162,9 @@ def test_compare_from_dvc_and_from_mlflow_gives_the_same_metrics_of_the_same_run
 
     in_dvc = from_dvc.collect(project)
     in_mlflow = from_mlflow.collect(f"sqlite:///{project / 'mlflow.db'}", "catgan")
-    swept = {(r.variant, r.seed): r.metrics for r in in_dvc if r.seed == 7}
+    swept = {(r.group, r.seed): r.metrics for r in in_dvc if r.seed == 7}
     assert sorted(swept) == [("baseline", 7), ("fused", 7)]
-    assert {(r.variant, r.seed): r.metrics for r in in_mlflow} == swept
+    assert {(r.group, r.seed): r.metrics for r in in_mlflow} == swept
     assert all("eval.swd.swd_avg" in m and "train.loss_d" in m and not NOT_METRICS & m.keys()
                for m in swept.values())
     assert [r.metric for r in summarize(in_dvc).rows] == [r.metric for r in summarize(in_mlflow).rows]

@@ -103,7 +103,7 @@ def test_an_experiment_travels_to_another_clone_and_its_models_come_back_without
     sh(b, "dvc", "exp", "pull", "origin", EXP)
 
     [shared] = records(experiments(dvc_json(b, "exp", "show")), "clone B")  # catgan compare's reader
-    assert (shared.name, shared.variant, shared.seed) == (EXP, "baseline", 1)
+    assert (shared.name, shared.group, shared.seed) == (EXP, "baseline", 1)
     assert shared.metrics["train.loss_d"] == clone_a["train"]["loss_d"]
     assert shared.metrics["eval.swd.swd_avg"] == json.loads(clone_a["eval"])["swd"]["swd_avg"]
 

@@ -28,6 +28,7 @@ from catgan.study import folder as studydir
 from catgan.study.folder import load_study
 from catgan.study import arms
 from catgan.study import provenance
+from catgan.study import standalone
 from imagefactory import noise, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +111,8 @@ def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
             assert run.history[0]["swd_avg"] is None and meta["epochs"] == 1
         else:
             assert run.history[0]["swd_avg"] > 0, run.name
-    assert {r.meta["g_loss"] for r in runs if r.meta["kind"] == "saturating"} == {"saturating"}
+    assert {r.meta["loss"] for r in runs} == {"non_saturating", "saturating", "ralsgan"}
+    assert [r.meta["loss"] for r in runs if r.meta["kind"] == "saturating"] == ["saturating"]
     for run in runs:  # each run records its arm, and trained with the arm's overrides
         assert run.meta["overrides"] == arms.get(run.meta["arm"]).overrides, run.name
     modern = [r.meta["params"] for r in runs if r.meta["arm"] == "modern"]
@@ -121,7 +123,7 @@ def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
 
     # Made by this tree's code, named by its content hash (and its commit where it is a checkout).
     made_by = info["provenance"]
-    assert info["format"] == studydir.FORMAT == 3
+    assert info["format"] == studydir.FORMAT == 4
     assert made_by["code"]["content_hash"] == provenance.content_hash()
     assert {run.meta["code"] for run in runs} == {made_by["code"]["content_hash"]}
     assert made_by["command"].startswith("python -m benchmarks.gpu_study --data ")
@@ -187,7 +189,7 @@ def test_a_second_call_skips_the_finished_runs_and_redoes_a_lost_one(study):
     assert (out / "study" / "runs" / "course-course-fused-seed1" / "run.json").is_file()
 
 
-def test_one_wave_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, monkeypatch):
+def test_all_at_once_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_study.os, "cpu_count", lambda: 16)
     args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path)])
     raw, _ = gpu_study.base_params(args)
@@ -195,15 +197,17 @@ def test_one_wave_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, m
     jobs = gpu_study.plan(args, raw, tmp_path / "x.npy", data, tmp_path, "code")
     assert len(jobs) == 16  # 3 arms x 3 seeds, the saturating run, 6 course runs (2 course arms)
 
-    parallel, wave = gpu_study.one_wave(jobs, args, torch.device("cuda"))
+    parallel = gpu_study.runs_at_once(jobs, args, torch.device("cuda"))
+    wave = gpu_study.start_order(jobs, parallel)
     assert parallel == 16 and {j.name for j in wave} == {j.name for j in jobs}
     assert [j.kind for j in wave] == ["course"] * 6 + ["study"] * 9 + ["saturating"]
     assert {j.params["train"]["threads"] for j in wave} == {1}  # 16 cores over 16 runs
     # a kind with no measured time yet (a third arm's) is taken as the longest
     odd = dataclasses.replace(jobs[0], kind="new")
-    assert gpu_study.one_wave([*jobs, odd], args, torch.device("cuda"))[1][0].kind == "new"
+    assert gpu_study.start_order([*jobs, odd], parallel)[0].kind == "new"
 
-    parallel, serial = gpu_study.one_wave(jobs, args, torch.device("cpu"))
+    parallel = gpu_study.runs_at_once(jobs, args, torch.device("cpu"))
+    serial = gpu_study.start_order(jobs, parallel)
     assert parallel == 1 and [j.name for j in serial] == [j.name for j in jobs]  # pairs first
     assert {j.params["train"]["threads"] for j in serial} == {16}
 
@@ -211,7 +215,8 @@ def test_one_wave_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, m
                                  "-S", "train.threads=3"])
     jobs = gpu_study.plan(args, gpu_study.base_params(args)[0], tmp_path / "x.npy", data,
                           tmp_path, "code")
-    parallel, limited = gpu_study.one_wave(jobs, args, torch.device("cpu"))
+    parallel = gpu_study.runs_at_once(jobs, args, torch.device("cpu"))
+    limited = gpu_study.start_order(jobs, parallel)
     assert parallel == 4 and limited[0].kind == "course"  # several at once: longest first
     assert {j.params["train"]["threads"] for j in limited} == {3}  # -S wins
 
@@ -227,7 +232,8 @@ def test_runs_in_child_processes_with_parallel(tmp_path):
 
 
 def test_the_study_imports_without_what_the_gpu_machine_lacks():
-    modules = ["benchmarks.gpu_study", "benchmarks.reference_loop", "catgan.training.loop", "catgan.metrics.evaluate",
+    modules = ["benchmarks.gpu_study", "benchmarks.reference_loop", "catgan.study.standalone",
+               "catgan.study.folder", "catgan.training.loop", "catgan.metrics.evaluate",
                "catgan.metrics.swd", "catgan.metrics.diversity", "catgan.metrics.inception"]
     script = (f"import sys\nfor name in {MISSING_THERE!r}:\n    sys.modules[name] = None\n"
               + "".join(f"import {m}\n" for m in modules))
@@ -317,17 +323,17 @@ def test_a_prepared_array_has_the_manifests_content_hash(tmp_path):
     manifest = preprocess(tmp_path, tmp_path / "prepared", image_size=64, min_size=32, dedup=True,
                           max_bad_fraction=0.0, workers=1)
     params = parse_params({"data": {"workers": 1}})
-    npy, data = gpu_study.prepare_data(tmp_path / "prepared" / "images.npy", tmp_path / "a", params)
+    npy, data = standalone.prepare_data(tmp_path / "prepared" / "images.npy", tmp_path / "a", params)
     assert (data["content_hash"], data["images"]) == (manifest["content_hash"], 6)
     assert npy == tmp_path / "prepared" / "images.npy"  # read where it is, not copied
     folder = tmp_path / "folder"
     folder.mkdir()
     for png in tmp_path.glob("*.png"):
         png.rename(folder / png.name)
-    _, data = gpu_study.prepare_data(folder, tmp_path / "b", params)
+    _, data = standalone.prepare_data(folder, tmp_path / "b", params)
     assert data["content_hash"] == manifest["content_hash"]
     with pytest.raises(UserError, match="--data .*notes.txt"):
-        gpu_study.prepare_data(tmp_path / "notes.txt", tmp_path / "c", params)
+        standalone.prepare_data(tmp_path / "notes.txt", tmp_path / "c", params)
 
 
 def test_overrides_are_typed_and_keys_the_study_sets_are_refused():
@@ -346,9 +352,9 @@ def test_overrides_are_typed_and_keys_the_study_sets_are_refused():
 
 
 def test_grid_epochs_keep_the_last_and_spread_the_rest():
-    assert gpu_study.grid_epochs(60, 16) == list(range(0, 61, 4))
-    assert gpu_study.grid_epochs(61, 1) == [61]
-    assert gpu_study.grid_epochs(1, 16) == [0, 1]
+    assert standalone.grid_epochs(60, 16) == list(range(0, 61, 4))
+    assert standalone.grid_epochs(61, 1) == [61]
+    assert standalone.grid_epochs(1, 16) == [0, 1]
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")  # the course's 3 workers

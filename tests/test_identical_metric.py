@@ -53,7 +53,7 @@ def test_catgan_compare_prints_no_warning(tmp_path):
     exp = client.create_experiment("catgan")
     for rec in records():
         run = client.create_run(exp, run_name=rec.name)
-        client.log_batch(run.info.run_id, params=[Param("model.variant", rec.variant),
+        client.log_batch(run.info.run_id, params=[Param("model.variant", rec.group),
                                                   Param("train.seed", str(rec.seed))],
                          metrics=[Metric(k, v, 0, 1) for k, v in rec.metrics.items()])
         client.set_terminated(run.info.run_id)

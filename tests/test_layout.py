@@ -26,6 +26,20 @@ BELOW = {  # part -> the parts it may import, besides itself and BASE
     "cli": {"data", "model", "metrics", "training", "report", "tracking", "generate", "study"},
 }
 TOP = {"cli": "cli", "demo": "cli", "__init__": "base"}  # top-level modules that are not BASE
+# Modules held to less than their part may import. The GAN step is the update alone (no run
+# machinery: checkpoint, tracker, monitor, loop); the training state is what a checkpoint holds.
+# The study folder's writer and reader and the standalone study run where only torch, numpy and
+# Pillow are installed (the GPU machine): never MLflow, DVC or the pages.
+NARROW = {
+    "catgan.training.step": {"catgan.config", "catgan.model", "catgan.training.outputs",
+                             "catgan.training.state"},
+    "catgan.training.state": {"catgan.config", "catgan.model", "catgan.training.checkpoint",
+                              "catgan.training.distributed"},
+    "catgan.study.folder": {"catgan.errors", "catgan.fileio", "catgan.generate.weightsfile",
+                            "catgan.study", "catgan.study.arms", "catgan.training.outputs"},
+    "catgan.study.standalone": {"catgan.config", "catgan.data", "catgan.errors", "catgan.metrics",
+                                "catgan.study", "catgan.study.folder", "catgan.training"},
+}
 
 
 def part(module: str) -> str | None:
@@ -45,6 +59,11 @@ def module_name(path: Path, root: Path = PACKAGE) -> str:
     return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
 
 
+def is_module(name: str, root: Path = PACKAGE) -> bool:
+    path = root.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def imports(path: Path, root: Path = PACKAGE) -> list[tuple[int, str]]:
     """(line, dotted module) for every import in ``path``, relative ones resolved."""
     name = module_name(path, root)
@@ -58,9 +77,9 @@ def imports(path: Path, root: Path = PACKAGE) -> list[tuple[int, str]]:
             if node.level:
                 anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
-            # `from catgan import x` imports module catgan.x when there is one
-            found += [(node.lineno, f"{base}.{alias.name}" if base == "catgan" else base)
-                      for alias in node.names]
+            # `from catgan.x import y` imports module catgan.x.y when there is one
+            found += [(node.lineno, f"{base}.{alias.name}" if is_module(f"{base}.{alias.name}", root)
+                       else base) for alias in node.names]
     return found
 
 
@@ -73,11 +92,16 @@ def violations(root: Path = PACKAGE) -> list[str]:
                        "add it to tests/test_layout.py's BELOW or move it into a part")
             continue
         allowed = BELOW[here] | {here, "base"}
+        narrow = NARROW.get(module_name(path, root))
         for line, name in imports(path, root):
             there = part(name)
             if there is not None and there not in allowed:
                 out.append(f"{path.relative_to(root.parent)}:{line} imports {name}: {here} may "
                            f"import only {', '.join(sorted(allowed))}")
+            elif there is not None and narrow is not None and not any(
+                    name == ok or name.startswith(ok + ".") for ok in narrow):
+                out.append(f"{path.relative_to(root.parent)}:{line} imports {name}: it may import "
+                           f"only {', '.join(sorted(narrow))}")
     return out
 
 
@@ -96,6 +120,19 @@ def test_an_import_against_the_direction_is_named(tmp_path):
     (fake / "model" / "nets.py").write_text("from catgan import errors\n")
     assert violations(fake) == ["catgan/training/loop.py:4 imports catgan.tracking.client: "
                                 "training may import only base, data, metrics, model, training"]
+
+
+def test_the_gan_step_importing_the_run_machinery_is_named(tmp_path):
+    """The narrow modules' check itself: a step that imports the checkpoint code is reported."""
+    fake = tmp_path / "catgan"
+    (fake / "training").mkdir(parents=True)
+    (fake / "training" / "checkpoint.py").write_text("")
+    (fake / "training" / "step.py").write_text("from catgan.model.losses import GAN_LOSSES\n"
+                                               "from catgan.training import checkpoint\n")
+    assert violations(fake) == [
+        "catgan/training/step.py:2 imports catgan.training.checkpoint: it may import only "
+        "catgan.config, catgan.model, catgan.training.outputs, catgan.training.state"]
+    assert set(NARROW) <= {module_name(path) for path in PACKAGE.rglob("*.py")}
 
 
 @pytest.mark.parametrize("package", sorted(p.name for p in PACKAGE.iterdir()

@@ -21,7 +21,9 @@ from catgan.generate import weightsfile
 from catgan.model.nets import build
 from catgan.study import page as studypage
 from catgan.study.compare.render import render_text
-from catgan.study.folder import WEIGHTS, load_study, weights_name, write_run_meta, write_study
+from catgan.fileio import write_json
+from catgan.study import arms
+from catgan.study.folder import WEIGHTS, load_study, run_meta, weights_name, write_study
 
 HISTORY = ("epoch", "loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm", "swd_avg",
            "swd_64", "swd_32", "swd_16", "fixed_real_score", "fixed_fake_score", "diversity_ratio")
@@ -42,22 +44,24 @@ def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
 
 def add_run(root: Path, name: str, *, kind: str, variant: str, seed: int, swd: float,
             grad: float, rng: np.random.Generator, arm: str | None = None) -> None:
-    """A run as the GPU study writes it; without ``arm``, as before arms (format 2)."""
+    """A run as the GPU study writes it (folder.run_meta); without ``arm``, as before arms
+    (format 2: its variant only, and G's loss as g_loss)."""
     run = root / "runs" / name
     v = 1.0 if variant == "fused" else 0.0
     (run / "grids").mkdir(parents=True)
-    write_run_meta(run, {
-        "kind": kind, "variant": variant, "seed": seed, **({"arm": arm} if arm else {}),
-        "g_loss": "saturating" if kind == "saturating" else "non_saturating",
-        "epochs": EPOCHS, "steps": EPOCHS * STEPS_PER_EPOCH, "batch_size": 16,
-        "images_seen": EPOCHS * STEPS_PER_EPOCH * 16, "wall_s": 30.0 + seed, "device": "cpu",
-        "eval": {"swd": {"swd_64": swd * 1.2, "swd_32": swd, "swd_16": swd * 0.8, "swd_avg": swd},
-                 "swd_real_floor": {"swd_avg": 3.1},
-                 "scores": {"real": 0.7 + 0.01 * seed + 0.05 * v, "fake": 0.3 - 0.02 * seed},
-                 "diversity": {"diversity_real": 1.0, "diversity_fake": 0.8 + 0.03 * seed + 0.1 * v,
-                               "diversity_ratio": 0.8 + 0.03 * seed + 0.1 * v},
-                 "inception": {"computed": 0}, "num_samples": 1000},
-    })
+    loss = "saturating" if kind == "saturating" else "non_saturating"
+    common = dict(
+        epochs=EPOCHS, steps=EPOCHS * STEPS_PER_EPOCH, batch_size=16,
+        images_seen=EPOCHS * STEPS_PER_EPOCH * 16, wall_s=30.0 + seed, device="cpu",
+        eval={"swd": {"swd_64": swd * 1.2, "swd_32": swd, "swd_16": swd * 0.8, "swd_avg": swd},
+              "swd_real_floor": {"swd_avg": 3.1},
+              "scores": {"real": 0.7 + 0.01 * seed + 0.05 * v, "fake": 0.3 - 0.02 * seed},
+              "diversity": {"diversity_real": 1.0, "diversity_fake": 0.8 + 0.03 * seed + 0.1 * v,
+                            "diversity_ratio": 0.8 + 0.03 * seed + 0.1 * v},
+              "inception": {"computed": 0}, "num_samples": 1000})
+    loss = arms.get(arm).overrides.get("train.loss", loss) if arm else loss
+    write_json(run / "run.json", run_meta(kind, arm, seed, loss=loss, **common) if arm else
+               {"kind": kind, "variant": variant, "seed": seed, "g_loss": loss, **common})
     history = [{"epoch": e, "loss_d": 1.4 - (0.1 + 0.05 * v) * e + 0.01 * seed,
                 "loss_g": 0.8 + (0.2 - 0.05 * v) * e + 0.02 * seed,
                 "real_score": 0.5 + (0.05 + 0.02 * v) * e,
@@ -123,7 +127,7 @@ def built(tmp_path_factory):
     info = json.loads((root / "study.json").read_text())
     write_study(root, {**info, "provenance": MADE_BY})
     meta = json.loads((root / "runs" / "fused-2" / "run.json").read_text())
-    write_run_meta(root / "runs" / "fused-2", {**meta, "code": "an earlier version"})
+    write_json(root / "runs" / "fused-2" / "run.json", {**meta, "code": "an earlier version"})
     add_weights(root, "fused", "fused-1")
     add_weights(root, "extra", "fused-0", data_hash="another study's")
     figures = root / "figures"
@@ -254,7 +258,7 @@ def test_parity_compares_course_with_pipeline(built):
 def test_study_without_saturating_or_course_runs(tmp_path):
     root = make_study(tmp_path / "study", extras=False)
     html = studypage.build_page(root, tmp_path / "p.html", tmp_path / "figs").read_text()
-    assert missing(html) == ("This study folder (format 3) has no provenance (commit or code "
+    assert missing(html) == ("This study folder (format 4) has no provenance (commit or code "
                              "hash, versions, command line, wall time) and no generator weights "
                              "(&lt;archive&gt;.generator-&lt;arm&gt;.pt beside its archive), "
                              "so no samples.")
@@ -329,8 +333,8 @@ def test_an_old_format_study_builds_and_says_what_it_lacks_in_one_line(tmp_path)
 def test_a_study_of_an_unknown_format_is_refused(tmp_path):
     root = make_study(tmp_path / "study", extras=False)
     info = json.loads((root / "study.json").read_text())
-    (root / "study.json").write_text(json.dumps({**info, "format": 4}))
-    with pytest.raises(UserError, match=r"study format 4, expected one of 1, 2, 3"):
+    (root / "study.json").write_text(json.dumps({**info, "format": 5}))
+    with pytest.raises(UserError, match=r"study format 5, expected one of 1, 2, 3, 4"):
         studypage.build_page(root, tmp_path / "p.html")
 
 
@@ -356,3 +360,17 @@ def test_three_arms_and_an_ablation_each_against_each_earlier_one(tmp_path):
     assert "with 3 and 2 seeds per arm" in words["ablate-ema (ablation) vs course-baseline:"]
     budget = section(html, "budget")
     assert "<td>ablate-ema (ablation)</td>" in budget and "<td>modern</td>" in budget
+
+
+def test_each_run_has_its_loss_whichever_format_recorded_it(tmp_path):
+    """Format 4 records train.loss; before, runs recorded G's form as g_loss, and an arm's
+    relativistic loss only in its overrides."""
+    root = make_study(tmp_path / "study", extras=False)
+    add_run(root, "modern-0", kind="study", variant="baseline", seed=0, swd=30.0, grad=2.0,
+            rng=np.random.default_rng(2), arm="modern")
+    format3 = {"kind": "study", "arm": "ablate-ralsgan", "variant": "baseline", "seed": 0,
+               "overrides": arms.get("ablate-ralsgan").overrides, "g_loss": "non_saturating"}
+    write_json(root / "runs" / "ralsgan-0" / "run.json", format3)
+    loss = {r.name: r.meta["loss"] for r in load_study(root)[1]}
+    assert loss == {**{f"{v}-{s}": "non_saturating" for v in ("baseline", "fused") for s in range(3)},
+                    "modern-0": "ralsgan", "ralsgan-0": "ralsgan"}

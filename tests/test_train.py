@@ -7,9 +7,12 @@ import math
 import pytest
 import torch
 
+from catgan.model.losses import GAN_LOSSES
 from catgan.training import checkpoint
 import catgan.training.loop as train_mod
 from catgan.training.loop import COLUMNS, HISTORY_COLUMNS, TrainingDiverged, train
+from catgan.training.state import new_state
+from catgan.training.step import gan_step
 from catgan.training.monitor import QUALITY
 from catgan.training.outputs import write_train_outputs
 
@@ -58,17 +61,18 @@ def test_resume_equals_uninterrupted_run(tiny_params, tiny_images, tmp_path):
 
 
 def by_hand(params, images):
-    """The loop's networks, and what a step written out by hand needs to follow them: copies of
-    G and D with their own Adams, the loop's noise generator in its state, 4 reals, the z shape."""
+    """The loop's training state, and what a step written out by hand needs to follow it: copies
+    of G and D with their own Adams, the state's noise generator in its state, 4 reals, the z
+    shape."""
     from catgan.training.distributed import Dist
 
-    nets = train_mod._networks(params, torch.device("cpu"), Dist())
-    G, D = copy.deepcopy(nets.G), copy.deepcopy(nets.D)
+    state = new_state(params, torch.device("cpu"), Dist())
+    G, D = copy.deepcopy(state.G), copy.deepcopy(state.D)
     adam = {"lr": params.train.lr, "betas": tuple(params.train.betas)}
     opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
-    noise = torch.Generator().set_state(nets.noise.get_state())
+    noise = torch.Generator().set_state(state.noise.get_state())
     real = torch.from_numpy(images[:4]).float() / 127.5 - 1
-    return nets, G, D, opt_g, opt_d, noise, real, (4, params.model.latent_dim, 1, 1)
+    return state, G, D, opt_g, opt_d, noise, real, (4, params.model.latent_dim, 1, 1)
 
 
 def test_step_equals_the_course_step_bit_for_bit(tiny_params, tiny_images):
@@ -77,9 +81,9 @@ def test_step_equals_the_course_step_bit_for_bit(tiny_params, tiny_images):
     from catgan.model.losses import d_loss, g_loss
 
     params = tiny_params(train={"channels_last": False})
-    nets, G, D, opt_g, opt_d, noise, real, latent = by_hand(params, tiny_images)
+    state, G, D, opt_g, opt_d, noise, real, latent = by_hand(params, tiny_images)
     for _ in range(3):
-        train_mod._step(nets, real, params)
+        gan_step(state, real, params)
         loss_d = d_loss(D(real), D(G(torch.randn(latent, generator=noise)).detach()))
         opt_d.zero_grad()
         loss_d.backward()
@@ -88,11 +92,11 @@ def test_step_equals_the_course_step_bit_for_bit(tiny_params, tiny_images):
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
-    assert same_weights(nets.G, G) and same_weights(nets.D, D)
-    assert all(p.requires_grad for p in nets.D.parameters())
+    assert same_weights(state.G, G) and same_weights(state.D, D)
+    assert all(p.requires_grad for p in state.D.parameters())
 
 
-@pytest.mark.parametrize("loss", ["standard", "ralsgan"])
+@pytest.mark.parametrize("loss", ["non_saturating", "saturating", "ralsgan"])
 def test_recipe_step_equals_a_step_written_out_by_hand(tiny_params, tiny_images, loss):
     """DiffAugment on every batch D sees, the loss for D and G (a relativistic G's judged against
     the reals as D sees them after its step), spectral norm in D, then the average moves."""
@@ -101,21 +105,22 @@ def test_recipe_step_equals_a_step_written_out_by_hand(tiny_params, tiny_images,
 
     params = recipe(tiny_params, train={"channels_last": False, "loss": loss})
     policy = params.train.augment
-    nets, G, D, opt_g, opt_d, noise, real, latent = by_hand(params, tiny_images)
-    ema = copy.deepcopy(nets.G)
+    state, G, D, opt_g, opt_d, noise, real, latent = by_hand(params, tiny_images)
+    ema = copy.deepcopy(state.G)
+    course = loss in ("non_saturating", "saturating")
     for n in range(3):
-        train_mod._step(nets, real, params)
+        gan_step(state, real, params)
         z = torch.randn(latent, generator=noise)
         real_logits = D(augment(real, policy, noise))
         fake_logits = D(augment(G(z).detach(), policy, noise))
-        loss_d = (d_loss(real_logits, fake_logits) if loss == "standard"
+        loss_d = (d_loss(real_logits, fake_logits) if course
                   else relativistic(real_logits, fake_logits, loss))
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
         z = torch.randn(latent, generator=noise)
-        if loss == "standard":
-            loss_g = g_loss(D(augment(G(z), policy, noise)), "non_saturating")
+        if course:
+            loss_g = g_loss(D(augment(G(z), policy, noise)), loss)
         else:
             real_logits = D(augment(real, policy, noise)).detach()
             loss_g = relativistic(D(augment(G(z), policy, noise)), real_logits, loss)
@@ -127,8 +132,8 @@ def test_recipe_step_equals_a_step_written_out_by_hand(tiny_params, tiny_images,
             for mine, now in zip([*ema.parameters(), *ema.buffers()], [*G.parameters(), *G.buffers()]):
                 if mine.is_floating_point():
                     mine.copy_(decay * mine + (1 - decay) * now)
-    assert same_weights(nets.G, G) and same_weights(nets.D, D)
-    averaged, expected = nets.ema.module.state_dict(), ema.state_dict()
+    assert same_weights(state.G, G) and same_weights(state.D, D)
+    averaged, expected = state.ema.module.state_dict(), ema.state_dict()
     for key, value in expected.items():
         if value.is_floating_point():
             torch.testing.assert_close(averaged[key], value)
@@ -177,7 +182,7 @@ def test_quality_checks_do_not_change_the_trajectory(tiny_params, tiny_images, t
 
 def test_sample_grids_do_not_change_the_trajectory(tiny_params, tiny_images, tmp_path, monkeypatch):
     with_grids = train(tiny_params(), tiny_images, "d", tmp_path / "a")
-    monkeypatch.setattr(train_mod, "_save_grid", lambda *args: None)
+    monkeypatch.setattr(train_mod._Run, "save_grid", lambda *args: None)
     without = train(tiny_params(), tiny_images, "d", tmp_path / "b")
     assert same_weights(with_grids.generator, without.generator)
     assert same_weights(with_grids.discriminator, without.discriminator)
@@ -187,14 +192,14 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(
         tiny_params, tiny_images, tmp_path, monkeypatch):
     train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path)
     before = (tmp_path / "last.pt").read_bytes()
-    real_d_loss = train_mod.d_loss
+    real_d_loss, g_loss = GAN_LOSSES["non_saturating"]
     calls = iter(range(100))
 
     def poisoned(real_logits, fake_logits):
         loss = real_d_loss(real_logits, fake_logits)
         return loss * float("nan") if next(calls) == 1 else loss
 
-    monkeypatch.setattr(train_mod, "d_loss", poisoned)
+    monkeypatch.setitem(GAN_LOSSES, "non_saturating", (poisoned, g_loss))
     with pytest.raises(TrainingDiverged, match=r"loss_d became nan at epoch 2, step 2"):
         train(tiny_params(train={"epochs": 2}), tiny_images, "d", tmp_path)
     assert (tmp_path / "last.pt").read_bytes() == before
@@ -277,8 +282,9 @@ print(train(params, images, "x", root / "ckpt").history[0]["epoch"])
 
 
 def test_the_checkpoint_key_hashes_the_code_that_shapes_training_and_not_what_logs_it():
-    code = train_mod.shaping_code()
-    assert {"catgan/training/loop.py", "catgan/model/nets.py", "catgan/model/losses.py", "catgan/training/seeding.py"} <= set(code)
+    code = train_mod.trajectory_code()
+    assert {"catgan/training/loop.py", "catgan/training/step.py", "catgan/training/state.py",
+            "catgan/model/nets.py", "catgan/model/losses.py", "catgan/training/seeding.py"} <= set(code)
     assert not {"catgan/tracking/client.py", "catgan/progress.py", "catgan/training/monitor.py"} & set(code)
     assert not any(name.startswith(("catgan/metrics/", "stages/")) for name in code)
 
@@ -286,7 +292,7 @@ def test_the_checkpoint_key_hashes_the_code_that_shapes_training_and_not_what_lo
 # Every technique beyond the course at once: train.ema, train.augment, train.loss, spectral norm.
 RECIPE = {"model": {"spectral_norm": True},
           "train": {"ema": 0.9, "augment": "color,translation,cutout", "loss": "rasgan"}}
-OFF = {"model": {"spectral_norm": False}, "train": {"ema": 0, "augment": "", "loss": "standard"}}
+OFF = {"model": {"spectral_norm": False}, "train": {"ema": 0, "augment": "", "loss": "non_saturating"}}
 
 
 def recipe(tiny_params, **groups):
@@ -297,16 +303,20 @@ def recipe(tiny_params, **groups):
 
 def test_the_recipe_keys_off_change_nothing_and_run_none_of_its_code(
         tiny_params, tiny_images, tmp_path, monkeypatch):
+    import catgan.model.losses
     import catgan.model.nets
+    import catgan.training.state
+    import catgan.training.step
 
     default = train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path / "a")
 
     def refuse(*args, **kwargs):
         raise AssertionError("code beyond the course ran with every recipe key off")
 
-    for name in ("GeneratorEMA", "augment", "relativistic"):
-        monkeypatch.setattr(train_mod, name, refuse)
-    monkeypatch.setattr(catgan.model.nets, "spectrally_normed", refuse)
+    for module, name in ((catgan.training.state, "GeneratorEMA"), (catgan.training.step, "augment"),
+                         (catgan.model.losses, "relativistic"),
+                         (catgan.model.nets, "spectrally_normed")):
+        monkeypatch.setattr(module, name, refuse)
     off = train(tiny_params(model=OFF["model"], train={**OFF["train"], "epochs": 1}), tiny_images,
                 "d", tmp_path / "b")
     assert same_weights(default.generator, off.generator)
@@ -385,7 +395,7 @@ def test_quality_checks_and_grids_do_not_change_the_recipes_trajectory(
     one = {"steps_per_epoch": 1}
     checked = train(recipe(tiny_params, train=one, eval={"every": 1}), tiny_images, "d",
                     tmp_path / "a")
-    monkeypatch.setattr(train_mod, "_save_grid", lambda *args: None)
+    monkeypatch.setattr(train_mod._Run, "save_grid", lambda *args: None)
     unchecked = train(recipe(tiny_params, train=one, eval={"every": 0}), tiny_images, "d",
                       tmp_path / "b")
     assert same_weights(checked.generator, unchecked.generator)

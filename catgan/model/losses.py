@@ -1,4 +1,4 @@
-"""GAN losses on discriminator logits.
+"""GAN losses on discriminator logits, and the pair of them that ``train.loss`` names (``GAN_LOSSES``).
 
 BCE-with-logits is the course's Sigmoid + BCELoss folded into one op: same values, but it stays
 finite for large logits and autocast keeps it in float32 under mixed precision.
@@ -45,6 +45,25 @@ def relativistic(first_logits: torch.Tensor, second_logits: torch.Tensor,
     if kind == "ralsgan":
         return (ahead - 1).square().mean() + (behind + 1).square().mean()
     raise ValueError(f"unknown relativistic loss {kind!r}; params.yaml is checked by catgan.config")
+
+
+def _relativistic_g(kind: str):
+    def g(judge, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        real_logits = judge(real)  # first: DiffAugment draws for the reals, then for the fakes
+        return relativistic(judge(fake), real_logits, kind)
+    return g
+
+
+# train.loss's choices (config.LOSSES) as (D's loss of real and fake logits, G's loss of D, fakes
+# and reals): the course's D loss with either G form, or a relativistic pair, G's being D's with
+# the batches swapped. G's calls D itself: only the relativistic losses judge the reals again
+# (after D's step), and the others should not pay for that forward.
+GAN_LOSSES = {
+    **{kind: (d_loss, lambda judge, fake, real, kind=kind: g_loss(judge(fake), kind))
+       for kind in ("non_saturating", "saturating")},
+    **{kind: (lambda real, fake, kind=kind: relativistic(real, fake, kind), _relativistic_g(kind))
+       for kind in ("rasgan", "ralsgan")},
+}
 
 
 def grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:

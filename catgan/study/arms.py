@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from catgan.config import VARIANTS, parse_params
+from catgan.config import VARIANTS, nested, parse_params
 from catgan.errors import UserError
-
-COURSE = "course-"
 
 
 @dataclass(frozen=True)
@@ -25,6 +23,7 @@ class Arm:
     name: str
     overrides: dict[str, object]  # dotted params keys, as `dvc exp run -S` takes them
     ablation: bool = False
+    course: bool = False  # one of the course's variants as the course trains it
 
     @property
     def variant(self) -> str:
@@ -53,7 +52,7 @@ COMPONENTS = {  # each of the modern recipe's techniques, and its ablation arm's
     "ablate-sn": {"model.spectral_norm": True},
 }
 ARMS = {arm.name: arm for arm in [
-    *(Arm(COURSE + v, {"model.variant": v}) for v in VARIANTS),
+    *(Arm(f"course-{v}", {"model.variant": v}, course=True) for v in VARIANTS),
     Arm("modern", {**_BASE, **{k: v for c in COMPONENTS.values() for k, v in c.items()}}),
     *(Arm(name, {**_BASE, **extra}, ablation=True) for name, extra in COMPONENTS.items()),
 ]}
@@ -67,9 +66,13 @@ def get(name: str) -> Arm:
         raise UserError(f"unknown arm {name!r}; known arms: {', '.join(ARMS)}") from None
 
 
-def resolve(names: list[str]) -> list[Arm]:
-    """The named arms, each once, in the order given."""
-    return [get(name) for name in dict.fromkeys(names)]
+def chosen(names: list[str] | None, variants: list[str] | None) -> list[str]:
+    """The arms of ``--arms NAMES`` or ``--variants V`` (the course arms), else the default ones;
+    each once, in the order given."""
+    if names and variants:
+        raise UserError("--arms and --variants: give one (--variants V is --arms course-V)")
+    names = names or [course_arm(v).name for v in variants or []] or list(DEFAULT)
+    return [get(name).name for name in dict.fromkeys(names)]
 
 
 def ordered(names) -> list[str]:
@@ -83,21 +86,14 @@ def label(name: str) -> str:
     return f"{name} (ablation)" if name in ARMS and ARMS[name].ablation else name
 
 
+def course_arm(variant: str) -> Arm:
+    """The arm that trains ``variant`` as the course does."""
+    return next(arm for arm in ARMS.values() if arm.course and arm.variant == variant)
+
+
 def of_run(meta: dict) -> str:
-    """A study run's arm: recorded since study format 3, ``course-<variant>`` before."""
-    return meta.get("arm") or COURSE + meta["variant"]
-
-
-def nested(overrides: dict[str, object]) -> dict:
-    """Dotted keys as the nested dict that params.yaml and parse_params take."""
-    tree: dict = {}
-    for key, value in overrides.items():
-        *groups, leaf = key.split(".")
-        node = tree
-        for group in groups:
-            node = node.setdefault(group, {})
-        node[leaf] = value
-    return tree
+    """A study run's arm: recorded since study format 3; before, its variant's course arm."""
+    return meta.get("arm") or course_arm(meta["variant"]).name
 
 
 def check(arm: Arm) -> None:

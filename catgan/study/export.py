@@ -12,11 +12,11 @@ import re
 import tempfile
 from pathlib import Path
 
-from catgan.fileio import atomic_dir, write_bytes
-from catgan.study.folder import write_run_meta, write_study
+from catgan.config import nested
 from catgan.study import arms
+from catgan.study.folder import run_meta, write_run, write_study
 from catgan.training.loop import steps_per_epoch
-from catgan.training.outputs import COLUMNS, EPOCH_KEY, HISTORY_COLUMNS, STEP_KEY, write_csv
+from catgan.training.outputs import COLUMNS, EPOCH_KEY, HISTORY_COLUMNS, STEP_KEY
 
 _GRID = re.compile(r"samples[+%]step[+%](?P<step>\d+)[+%]timestamp[+%]\d+[+%][^+%]+\.png")
 
@@ -60,26 +60,22 @@ def _export_run(client, run, run_dir: Path) -> None:
     steps = _rows(client, run_id, COLUMNS, "step", prefix=STEP_KEY)
     for row in steps:
         row["epoch"] = math.ceil(row["step"] / per_epoch)
-    with atomic_dir(run_dir) as tmp:
-        write_csv(history, tmp / "history.csv", HISTORY_COLUMNS)
-        write_csv(steps, tmp / "steps.csv", ("step", "epoch", *COLUMNS))
-        _grids(client, run_id, tmp / "grids")
-        write_run_meta(tmp, {
-            "kind": "saturating" if params.get("train.g_loss") == "saturating" else "study",
-            "variant": params["model.variant"], "seed": int(params["train.seed"]),
-            **_arm(params),
-            "g_loss": params.get("train.g_loss"), "epochs": epochs,
-            "steps": epochs * per_epoch, "batch_size": batch,
-            "images_seen": epochs * min(images, per_epoch * batch),
-            "wall_s": ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,
-            "device": tags.get("device", "unknown"), "eval": _eval(run.data.metrics),
-            "mlflow_run_id": run_id, "dvc_exp_name": tags.get("dvc_exp_name", "")})
-
-
-def _arm(params: dict) -> dict:
-    """The run's arm and its overrides; a run from before arms is its variant's course arm."""
-    arm = arms.get(params.get("tracking.arm") or arms.COURSE + params["model.variant"])
-    return {"arm": arm.name, "overrides": arm.overrides}
+    # A run from before arms is its variant's course arm; one from before train.loss named G's
+    # loss too has train.loss: standard and G's loss in train.g_loss.
+    arm = params.get("tracking.arm") or arms.course_arm(params["model.variant"]).name
+    loss = params.get("train.loss", "standard")
+    loss = params.get("train.g_loss", "non_saturating") if loss == "standard" else loss
+    meta = run_meta(
+        "saturating" if loss == "saturating" else "study", arm, int(params["train.seed"]),
+        loss=loss, epochs=epochs, steps=epochs * per_epoch, batch_size=batch,
+        images_seen=epochs * min(images, per_epoch * batch),
+        wall_s=((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,
+        device=tags.get("device", "unknown"),
+        eval=nested({k.removeprefix("eval."): v for k, v in run.data.metrics.items()
+                     if k.startswith("eval.")}),
+        mlflow_run_id=run_id, dvc_exp_name=tags.get("dvc_exp_name", ""))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_run(run_dir, meta, history, steps, _grids(client, run_id, Path(tmp)))
 
 
 def _rows(client, run_id: str, columns, key: str, prefix: str = "") -> list[dict]:
@@ -90,24 +86,12 @@ def _rows(client, run_id: str, columns, key: str, prefix: str = "") -> list[dict
     return [rows[k] for k in sorted(rows)]
 
 
-def _grids(client, run_id: str, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        for item in client.list_artifacts(run_id, "images"):
-            match = _GRID.fullmatch(Path(item.path).name)
-            if match:
-                local = Path(client.download_artifacts(run_id, item.path, tmp))
-                write_bytes(dest / f"epoch_{int(match['step']):03d}.png", local.read_bytes())
-
-
-def _eval(metrics: dict[str, float]) -> dict:
-    """``eval.swd.swd_avg`` style keys back into the evaluate stage's nested eval.json."""
-    tree: dict = {}
-    for key, value in metrics.items():
-        if key.startswith("eval."):
-            *path, leaf = key.split(".")[1:]
-            node = tree
-            for part in path:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-    return tree
+def _grids(client, run_id: str, dest: Path) -> list[Path]:
+    """The run's logged grids, downloaded into ``dest`` as epoch_NNN.png."""
+    found = []
+    for item in client.list_artifacts(run_id, "images"):
+        match = _GRID.fullmatch(Path(item.path).name)
+        if match:
+            local = Path(client.download_artifacts(run_id, item.path, str(dest)))
+            found.append(local.rename(dest / f"epoch_{int(match['step']):03d}.png"))
+    return sorted(found)

@@ -1,26 +1,27 @@
-"""A study folder: everything a study page needs, whichever machine trained the runs.
+"""A study folder: all a study page needs, whichever machine trained the runs; written, read and
+packed into one archive here.
 
     <study>/study.json             format, name, device, data (content_hash, images), settings,
                                    parent run, provenance (catgan/study/provenance.py: code, versions,
                                    device, command line, wall time)
-    <study>/runs/<run>/run.json    kind, arm, overrides (catgan/study/arms.py), variant, seed, g_loss,
-                                   epochs, steps, batch_size, images_seen, wall_s, device, eval
-                                   (the evaluate stage's metrics)
+    <study>/runs/<run>/run.json    kind, arm, overrides (catgan/study/arms.py), variant, seed, loss
+                                   (train.loss), epochs, steps, batch_size, images_seen, wall_s,
+                                   device, eval (the evaluate stage's metrics): ``run_meta``
     <study>/runs/<run>/history.csv one row per epoch (train.HISTORY_COLUMNS; blank where not measured)
     <study>/runs/<run>/steps.csv   one row every log_every steps (step, epoch, train.COLUMNS)
     <study>/runs/<run>/grids/epoch_NNN.png   the fixed-latent grid after each epoch (0 = untrained)
+    <study>/runs/<run>/generator.pt          optional: the run's generator in fp16, never archived
     <study>/weights/generator-<arm>.pt   optional: the lowest-SWD study run's generator of each
                                    arm, in fp16 (catgan/generate/weightsfile.py)
 
 ``kind`` is ``study`` (an arm x seed run of the comparison), ``saturating`` (the same training
 with the saturating G loss, for the loss question) or ``course`` (the course's own loop, for parity).
-The local study command exports MLflow runs into this layout; the GPU study writes it directly,
-packs all but the weights into one archive and writes each weights file beside it, as
-``<archive stem>.generator-<arm>.pt``: ``unpack`` puts them back under weights/.
+catgan/study/export.py writes it from MLflow, catgan/study/standalone.py (the GPU study) directly,
+then packs all but the generators into one archive (``pack``) with each arm's best generator beside
+it, ``<archive stem>.generator-<arm>.pt`` (``best_generators``); ``unpack`` puts them under weights/.
 
-Format 1 (before provenance and weights) and 2 (before arms: runs name only their variant, and
-weights files their variant) are still read: a run without an arm is its variant's course arm,
-``course-<variant>``. A format 1 page says what it lacks.
+Older formats still load: 1 (no provenance or weights; its page says so), 2 (no arms: a run is its
+variant's course arm) and 3 (G's loss as ``g_loss``, a relativistic one in the arm's overrides).
 """
 from __future__ import annotations
 
@@ -31,14 +32,20 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from PIL import Image
+
 from catgan.errors import UserError
-from catgan.fileio import atomic_dir, write_json
-from catgan.study.arms import of_run
+from catgan.fileio import atomic_dir, atomic_path, write_json
+from catgan.generate import weightsfile
+from catgan.study import arms
+from catgan.training.outputs import COLUMNS, HISTORY_COLUMNS, write_csv
 
 KINDS = ("study", "saturating", "course")
-FORMAT = 3
-READABLE = (1, 2, 3)
+FORMAT = 4
+READABLE = (1, 2, 3, 4)
 WEIGHTS = "weights"
+GENERATOR = "generator.pt"
+ARCHIVE_LIMIT = 16 << 20  # the most one file may have to come back from the device machine
 
 
 @dataclass
@@ -70,10 +77,36 @@ def write_study(root: Path, info: dict) -> None:
     write_json(root / "study.json", {"format": FORMAT, **info})
 
 
-def write_run_meta(run_dir: Path, meta: dict) -> None:
-    if meta.get("kind") not in KINDS:
-        raise ValueError(f"run kind must be one of {KINDS}, got {meta.get('kind')!r}")
-    write_json(run_dir / "run.json", meta)
+def run_meta(kind: str, arm: str, seed: int, *, loss: str, epochs: int, steps: int, batch_size: int,
+             images_seen: int, wall_s: float, device: str, eval: dict, **more) -> dict:
+    """run.json's contents: what every producer records, then ``more`` of its own."""
+    if kind not in KINDS:
+        raise ValueError(f"run kind must be one of {KINDS}, got {kind!r}")
+    return {"kind": kind, "arm": arm, "overrides": arms.get(arm).overrides,
+            "variant": arms.get(arm).variant, "seed": seed, "loss": loss, "epochs": epochs,
+            "steps": steps, "batch_size": batch_size, "images_seen": images_seen, "wall_s": wall_s,
+            "device": device, "eval": eval, **more}
+
+
+def write_run(run_dir: Path, meta: dict, history: list[dict], steps: list[dict],
+              grids: list[Path] = (), palette: bool = False, generator: tuple | None = None) -> None:
+    """The run folder, all of it at once: a killed run leaves none, so a rerun redoes it.
+    ``grids``: epoch_NNN.png files, copied, or with ``palette`` cut to 256 colours (a lossless 8x8
+    grid is ~0.6 MB); ``generator``: (module, info) for catgan.generate.weightsfile."""
+    with atomic_dir(Path(run_dir)) as tmp:
+        if generator:
+            weightsfile.write(tmp / GENERATOR, *generator)
+        write_csv(history, tmp / "history.csv", HISTORY_COLUMNS)
+        write_csv(steps, tmp / "steps.csv", ("step", "epoch", *COLUMNS))
+        for src in grids:
+            (tmp / "grids").mkdir(exist_ok=True)
+            if not palette:
+                shutil.copyfile(src, tmp / "grids" / src.name)
+                continue
+            with Image.open(src) as grid:
+                small = grid.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE)
+            small.save(tmp / "grids" / src.name, format="PNG", optimize=True)
+        write_json(tmp / "run.json", meta)
 
 
 def load_study(root: Path) -> tuple[dict, list[Run]]:
@@ -94,7 +127,9 @@ def load_study(root: Path) -> tuple[dict, list[Run]]:
                 read_csv(run / "history.csv"), read_csv(run / "steps.csv"))
             for run in sorted(p.parent for p in (root / "runs").glob("*/run.json"))]
     for run in runs:
-        run.meta["arm"] = of_run(run.meta)
+        run.meta["arm"] = arms.of_run(run.meta)
+        if "loss" not in run.meta:  # before format 4: g_loss, or the arm's relativistic loss
+            run.meta["loss"] = run.meta.get("overrides", {}).get("train.loss") or run.meta.get("g_loss")
     runs.sort(key=lambda r: (KINDS.index(r.meta["kind"]), r.meta["arm"], r.meta["seed"]))
     return info, runs
 
@@ -103,23 +138,17 @@ def weights_name(arm: str) -> str:
     return f"generator-{arm}.pt"
 
 
-def weights(root: Path) -> dict[str, Path]:
-    """Arm (a variant, before format 3) -> its generator file under ``root/weights``; empty when
-    none came with the study."""
-    return {p.name.removeprefix("generator-").removesuffix(".pt"): p
-            for p in sorted((root / WEIGHTS).glob(weights_name("*")))}
+def weights(folder: Path, prefix: str = "") -> dict[str, Path]:
+    """Arm (a variant, before format 3) -> its file ``<prefix>generator-<arm>.pt`` in ``folder``: a
+    study's weights/ (none when no generator came with it), or beside an archive (prefix
+    ``<archive stem>.``)."""
+    return {p.name.removeprefix(prefix + "generator-").removesuffix(".pt"): p
+            for p in sorted(folder.glob(prefix + weights_name("*")))}
 
 
 def archive_stem(archive: Path) -> str:
     """``study`` for study.tar.gz: the name that the folder and the weights files beside share."""
     return Path(archive).name.removesuffix(".gz").removesuffix(".tar")
-
-
-def weights_beside(archive: Path) -> dict[str, Path]:
-    """Arm -> the generator file written beside ``archive`` (``<stem>.generator-<arm>.pt``)."""
-    prefix = f"{archive_stem(archive)}."
-    return {p.name.removeprefix(prefix + "generator-").removesuffix(".pt"): p
-            for p in sorted(Path(archive).parent.glob(prefix + weights_name("*")))}
 
 
 def unpack(archive: Path, dest: Path) -> Path:
@@ -143,12 +172,56 @@ def unpack(archive: Path, dest: Path) -> Path:
             for entry in (tmp / "study").iterdir():
                 entry.rename(tmp / entry.name)
             (tmp / "study").rmdir()
-            for variant, path in weights_beside(archive).items():
+            for arm, path in weights(archive.parent, f"{archive_stem(archive)}.").items():
                 (tmp / WEIGHTS).mkdir(exist_ok=True)
-                shutil.copyfile(path, tmp / WEIGHTS / weights_name(variant))
+                shutil.copyfile(path, tmp / WEIGHTS / weights_name(arm))
     except FileNotFoundError:
         raise UserError(f"{archive}: not found; pass the study.tar.gz that gpu_study wrote") from None
     except (tarfile.TarError, EOFError, OSError) as err:
         raise UserError(f"{archive}: cannot be unpacked ({err}); copy it again, or use an archive "
                         "written by benchmarks/gpu_study.py") from None
     return target
+
+
+def pack(study: Path, archive: Path) -> int:
+    """``study`` (study.json and the finished run folders) as one .tar.gz, without the generators
+    (files of their own beside it); returns its size."""
+    def visible(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        parts = PurePosixPath(info.name).parts
+        hidden = any(part.startswith(".") for part in parts) or parts[-1] == GENERATOR \
+            or parts[1:2] == (WEIGHTS,)
+        return None if hidden else info
+
+    with atomic_path(archive, suffix=".tar.gz") as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(study, arcname="study", filter=visible)
+    size = archive.stat().st_size
+    if size > ARCHIVE_LIMIT:
+        raise UserError(f"{archive}: {size / 2**20:.1f} MiB, above the {ARCHIVE_LIMIT >> 20} MiB "
+                        "a file may have to come back from the device machine; lower --frames "
+                        "(grids kept per animated run) and run again: finished runs are skipped")
+    return size
+
+
+def best_generators(study: Path, out: Path, stem: str) -> tuple[list[Path], list[str]]:
+    """Each arm's lowest-SWD study run's generator into ``study/weights/`` and beside the
+    archive (``out/<stem>.generator-<arm>.pt``); returns the files written and the problems."""
+    best: dict[str, tuple[float, Path]] = {}
+    for run_json in sorted((study / "runs").glob("study-*/run.json")):
+        meta = json.loads(run_json.read_text(encoding="utf-8"))
+        swd, weights = meta["eval"]["swd"]["swd_avg"], run_json.parent / GENERATOR
+        arm = arms.of_run(meta)
+        if weights.is_file() and swd < best.get(arm, (float("inf"), None))[0]:
+            best[arm] = (swd, weights)
+    written, problems = [], []
+    for arm, (_, weights) in sorted(best.items()):
+        size = weights.stat().st_size
+        if size > weightsfile.LIMIT:
+            problems.append(f"{weights}: {size / 2**20:.1f} MiB, above the "
+                            f"{weightsfile.LIMIT >> 20} MiB a weights file may have; not returned")
+            continue
+        for dest in (study / WEIGHTS / weights_name(arm), out / f"{stem}.{weights_name(arm)}"):
+            with atomic_path(dest, suffix=".pt") as tmp:
+                shutil.copyfile(weights, tmp)
+        written.append(dest)
+    return written, problems

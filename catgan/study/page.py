@@ -27,7 +27,7 @@ from catgan.study import provenance
 from catgan.study import samples as studysamples
 from catgan.study.compare import render, stats
 from catgan.study.compare.runs import Record
-from catgan.study.folder import KINDS, Run, load_study, weights
+from catgan.study.folder import KINDS, WEIGHTS, Run, load_study, weights
 
 CONFIDENCE = 0.95
 METRICS = ("eval.swd.*", "eval.diversity.*", "eval.scores.*")
@@ -76,11 +76,11 @@ def study_summaries(runs: list[Run]) -> list[stats.Summary]:
     records = [Record(r.name, r.meta["arm"], r.meta["seed"],
                       flat_numbers(r.meta.get("eval") or {}, "eval."))
                for r in runs]
-    order = arms.ordered({r.variant for r in records})
+    order = arms.ordered({r.group for r in records})
     if len(order) < 2:
         raise UserError(f"study runs of {len(order)} arm ({', '.join(order)}): a study compares "
                         "at least two; run it with two arms or more (--arms)")
-    return [stats.summarize(records, confidence=CONFIDENCE, metrics=METRICS, variants=(a, b))
+    return [stats.summarize(records, confidence=CONFIDENCE, metrics=METRICS, groups=(a, b))
             for j, b in enumerate(order) for a in order[:j]]
 
 
@@ -132,7 +132,7 @@ def _side(interval: tuple[float, float] | None) -> int | None:
 
 
 def _verdict(summary: stats.Summary) -> str:
-    a, b = map(arms.label, summary.variants)
+    a, b = map(arms.label, summary.groups)
     rows = {row.metric: row for row in summary.rows}
     row = rows.get(KEY_METRIC)
     if row is None:
@@ -173,7 +173,7 @@ def _budget(info: dict, runs: list[Run]) -> str:
 
 
 def _compare_table(summary: stats.Summary) -> str:
-    a, b = map(arms.label, summary.variants)
+    a, b = map(arms.label, summary.groups)
     pct = f"{summary.confidence:.0%}"
     rows = []
     for row in summary.rows:
@@ -212,7 +212,7 @@ def _missing(info: dict, study_dir: Path) -> str:
     lacks = []
     if not info.get("provenance"):
         lacks.append("no provenance (commit or code hash, versions, command line, wall time)")
-    if not weights(study_dir):
+    if not weights(study_dir / WEIGHTS):
         lacks.append("no generator weights (<archive>.generator-<arm>.pt beside its archive), "
                      "so no samples")
     if not lacks:
@@ -340,7 +340,7 @@ def _q1_measured(sat: Run, twin: Run, figs: Path) -> str:
     medians = {}
     for color, run in zip(COLORS, (twin, sat)):
         rows = [row for row in run.steps if row["epoch"] <= last]
-        label = run.meta.get("g_loss") or run.meta["kind"]
+        label = run.meta["loss"]
         medians[label] = statistics.median(row["g_grad_norm"] for row in rows)
         ax.plot([row["step"] for row in rows], [row["g_grad_norm"] for row in rows], color=color,
                 label=label)
@@ -372,7 +372,7 @@ def _parity(groups: dict[str, list[Run]], course: list[Run], figs: Path) -> str:
              1: "the pipeline is better beyond the noise", 0: "no difference beyond the noise"}
     rows = []
     for x, variant in enumerate(variants):
-        sides = (_swd_stat(groups.get(arms.COURSE + variant, [])),
+        sides = (_swd_stat(groups.get(arms.course_arm(variant).name, [])),
                  _swd_stat([r for r in course if r.meta["variant"] == variant]))
         for k, (name, s) in enumerate(zip(("pipeline", "course"), sides)):
             if s:

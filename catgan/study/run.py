@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from catgan.config import VARIANTS, flatten, load_params, parse_params, project_root
+from catgan.config import VARIANTS, check_settable, load_params, parse_params, project_root
 from catgan.errors import UserError
 from catgan.study import arms, queue, slurm
 from catgan.study.dvccli import dvc
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="shorthand for --arms course-<variant> ...")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--saturating", action="store_true",
-                   help="one more run, course-baseline's first seed with train.g_loss=saturating, "
+                   help="one more run, course-baseline's first seed with train.loss=saturating, "
                         "for the page's section on the generator's loss")
     p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a params.yaml override for every run, as for `dvc exp run -S`")
@@ -54,10 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="queue nothing: export what the store holds and build the page")
     slurm.add_arguments(p)
     args = p.parse_args(argv)
-    if args.arms and args.variants:
-        p.error("--arms and --variants: give one (--variants V is --arms course-V)")
-    names = args.arms or [arms.COURSE + v for v in args.variants or []] or list(arms.DEFAULT)
-    args.arms = [arm.name for arm in arms.resolve(names)]
+    args.arms = arms.chosen(args.arms, args.variants)
     return args
 
 
@@ -76,18 +73,14 @@ def plan(args: argparse.Namespace) -> list[Planned]:
                             "the arm, or pick arms that do not set it")
         # Queued experiments run in .dvc/tmp/exps/...: a relative path would resolve there.
         common[key] = str(Path(value).resolve()) if key == "data.path" and value else value
-    known = flatten(load_params())
-    for key in common:
-        if key not in known:
-            raise UserError(f"-S {key}: no such key in params.yaml; `dvc exp run -S` only sets "
-                            "existing keys (docs/parameters.md lists them)")
+    check_settable(common)
     common["tracking.study"] = args.name
     runs = [Planned(f"{args.name}-{a}-s{s}", overrides(common, a, s))
             for a in args.arms for s in args.seeds]
     if args.saturating:
         a, s = "course-baseline", args.seeds[0]
         runs.append(Planned(f"{args.name}-saturating-{a}-s{s}",
-                            {**overrides(common, a, s), "train.g_loss": "saturating"}))
+                            {**overrides(common, a, s), "train.loss": "saturating"}))
     return runs
 
 

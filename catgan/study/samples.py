@@ -13,14 +13,14 @@ from catgan.generate import sample
 from catgan.generate import weightsfile
 from catgan.generate.trained import from_weights_file
 from catgan.report.runpage import figure, side_by_side
-from catgan.study.folder import Run, weights
+from catgan.study.folder import WEIGHTS, Run, weights
 
 COUNT, WALKS, STEPS, SEED, FPS = 64, 8, 8, 0, 4
 
 
 def section(study_dir: Path, info: dict, runs: list[Run], figs: Path) -> str:
     """A grid and a latent walk per generator file; "" when none came with the study."""
-    found = weights(study_dir)
+    found = weights(study_dir / WEIGHTS)
     if not found:
         return ""
     by_name = {r.name: r for r in runs}

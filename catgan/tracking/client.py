@@ -14,7 +14,7 @@ from catgan.config import TrackingConfig, project_root
 from catgan.errors import UserError
 from catgan.tracking.runmeta import ROLE_TAG, STUDY_TAG
 from catgan.tracking.store import first_line, is_http, open_client, redact, root_cause, tracking_uri
-from catgan.training.tracker import NullTracker
+from catgan.training.tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ _IMAGE_PREVIEW = re.compile(r"(?P<key>.+)[+%]step[+%](?P<step>\d+)[+%]timestamp[
                             r"[+%]compressed\.webp")
 
 
-class MlflowTracker(NullTracker):
+class MlflowTracker(Tracker):
     """One MLflow run, written so that training outlives its tracking.
 
     Logging is idempotent: a metric value already stored at its step, or a ``key``/``step`` image,
@@ -254,14 +254,14 @@ class MlflowTracker(NullTracker):
         return True
 
 
-def make_tracker(cfg: TrackingConfig, tags: dict | None = None) -> NullTracker:
+def make_tracker(cfg: TrackingConfig, tags: dict | None = None) -> Tracker:
     if not cfg.enabled:
         return NullTracker()
     root = project_root()
     return MlflowTracker(tracking_uri(cfg, root), cfg.experiment, root / "mlartifacts", tags)
 
 
-def open_run(cfg: TrackingConfig, run_id: str | None) -> NullTracker:
+def open_run(cfg: TrackingConfig, run_id: str | None) -> Tracker:
     """The train stage's run, for later stages to log into; a no-op when there is none."""
     tracker = make_tracker(cfg)
     if run_id and isinstance(tracker, MlflowTracker) and tracker._exists(run_id):

@@ -74,15 +74,6 @@ def acceptable(hint, meta: typing.Mapping, value) -> bool | None:
                 or (pattern and not re.fullmatch(pattern, value)))
 
 
-def clashes(group: str, body: dict) -> list[str]:
-    """Keys whose values are each allowed but not together: G's saturating loss is the standard
-    loss's only."""
-    if group == "train" and body.get("loss", "standard") != "standard" \
-            and body.get("g_loss", "non_saturating") != "non_saturating":
-        return ["train.g_loss"]
-    return []
-
-
 def problems(doc, path: str) -> tuple[list[str], bool]:
     """(names an error may cite, whether the oracle could judge every key) for a loaded document."""
     if doc is None:
@@ -96,7 +87,6 @@ def problems(doc, path: str) -> tuple[list[str], bool]:
         elif not isinstance(body, dict):
             bad.append(f"{group} must be a mapping")
         else:
-            before = len(bad)
             for key, value in body.items():
                 if key not in FIELDS[group]:
                     bad.append(repr(f"{group}.{key}"))
@@ -105,8 +95,6 @@ def problems(doc, path: str) -> tuple[list[str], bool]:
                 known &= ok is not None
                 if ok is False:
                     bad.append(f"{group}.{key}")
-            if len(bad) == before:  # each value allowed: the group checks them together
-                bad += clashes(group, body)
     return bad, known
 
 

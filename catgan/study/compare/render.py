@@ -23,8 +23,8 @@ def _cell(s: Stat) -> str:
 
 
 def render_text(summary: Summary) -> str:
-    """A fixed-width table: mean ± interval half-width (seeds) per variant, difference, verdict."""
-    first, second = summary.variants
+    """A fixed-width table: mean ± interval half-width (seeds) per group, difference, verdict."""
+    first, second = summary.groups
     pct = f"{summary.confidence * 100:g}%"
     head = ("metric", f"{first} mean ± {pct} (n)", f"{second} mean ± {pct} (n)",
             f"{second} - {first} [{pct}]", "verdict")
@@ -45,12 +45,12 @@ def to_dict(summary: Summary) -> dict:
                 "values": {str(seed): v for seed, v in zip(s.seeds, s.values)}}
 
     return {
-        "variants": list(summary.variants),
+        "variants": list(summary.groups),
         "confidence": summary.confidence,
-        "runs": [{"name": r.name, "variant": r.variant, "seed": r.seed} for r in summary.runs],
+        "runs": [{"name": r.name, "variant": r.group, "seed": r.seed} for r in summary.runs],
         "metrics": {row.metric: {
             "direction": row.direction,
-            **{v: stat(s) for v, s in zip(summary.variants, row.stats)},
+            **{v: stat(s) for v, s in zip(summary.groups, row.stats)},
             "difference": {"estimate": row.difference,
                            "interval": list(row.interval) if row.interval else None, "df": row.df},
             "verdict": row.verdict} for row in summary.rows},
@@ -77,10 +77,10 @@ def render_png(summary: Summary) -> bytes:
     for i, (title, rows) in enumerate(groups.items()):
         ax = fig.add_subplot(nrows, cols, i + 1)
         for j, row in enumerate(rows):
-            for k, (variant, s) in enumerate(zip(summary.variants, row.stats)):
+            for k, (group, s) in enumerate(zip(summary.groups, row.stats)):
                 x = j + (k - 0.5) * 0.35
                 ax.scatter([x] * s.n, s.values, s=14, alpha=0.6, color=colours[k],
-                           label=variant if j == 0 else None)
+                           label=group if j == 0 else None)
                 err = None if s.ci is None else [[s.mean - s.ci[0]], [s.ci[1] - s.mean]]
                 ax.errorbar([x + 0.08], [s.mean], yerr=err, fmt="D", ms=5, capsize=4,
                             color=colours[k])
@@ -89,7 +89,7 @@ def render_png(summary: Summary) -> bytes:
         ax.set_title(title.upper() if title in KEY_FAMILIES else title)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{summary.variants[1]} vs {summary.variants[0]}: seeds (dots), mean ± "
+    fig.suptitle(f"{summary.groups[1]} vs {summary.groups[0]}: seeds (dots), mean ± "
                  f"{summary.confidence * 100:g}% interval")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -101,7 +101,7 @@ def save(summary: Summary, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     paths = [out_dir / "compare.json", out_dir / "compare.md", out_dir / "compare.png"]
     write_json(paths[0], to_dict(summary))
-    first, second = summary.variants
+    first, second = summary.groups
     write_text(paths[1], f"# {second} vs {first}\n\n```\n{render_text(summary)}```\n\n"
                          "![seeds, means and intervals](compare.png)\n")
     write_bytes(paths[2], render_png(summary))

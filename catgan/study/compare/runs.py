@@ -16,12 +16,11 @@ NOT_METRICS = frozenset({"train.epoch", "eval.num_samples", "eval.inception.comp
 
 @dataclass(frozen=True)
 class Record:
-    """One finished run: its group (its study arm where ``catgan study`` set tracking.arm, else its
-    model variant), seed and final metrics under flat dotted keys (the names ``dvc exp show`` gives
-    them), settings left out."""
+    """One finished run: its group (see ``group``), seed and final metrics under flat dotted keys
+    (the names ``dvc exp show`` gives them), settings left out."""
 
     name: str
-    variant: str
+    group: str  # an arm for a study's runs, else a model variant
     seed: int
     metrics: dict[str, float]
 
@@ -32,9 +31,9 @@ def group(params: dict) -> Any:
     return params.get("tracking.arm") or params.get("model.variant")
 
 
-def record(name: str, variant: Any, seed: Any, metrics: dict[str, float],
+def record(name: str, group: Any, seed: Any, metrics: dict[str, float],
            where: str) -> Record | None:
-    if variant in (None, "") or seed in (None, ""):
+    if group in (None, "") or seed in (None, ""):
         log.warning("%s: run %s has no model.variant or train.seed param; left out", where, name)
         return None
     try:
@@ -42,16 +41,16 @@ def record(name: str, variant: Any, seed: Any, metrics: dict[str, float],
     except (TypeError, ValueError):
         raise UserError(f"{where}: run {name} has train.seed = {seed!r}, not an integer; "
                         "fix or delete that run") from None
-    return Record(name, str(variant), seed,
+    return Record(name, str(group), seed,
                   {k: v for k, v in metrics.items() if k not in NOT_METRICS})
 
 
 def latest_per_seed(records: list[Record], where: str) -> list[Record]:
-    """Keep the first (newest) run of each variant and seed: a re-run is not another seed."""
+    """Keep the first (newest) run of each group and seed: a re-run is not another seed."""
     kept: dict[tuple[str, int], Record] = {}
     for rec in records:
-        first = kept.setdefault((rec.variant, rec.seed), rec)
+        first = kept.setdefault((rec.group, rec.seed), rec)
         if first is not rec:
             log.warning("%s: %s and %s both ran %s seed %d; using the newer, %s", where, first.name,
-                        rec.name, rec.variant, rec.seed, first.name)
+                        rec.name, rec.group, rec.seed, first.name)
     return list(kept.values())

@@ -1,6 +1,6 @@
-"""Statistics over seeds: per variant a Student t interval of the mean, per metric the difference
-of the two variants with a Welch t interval, and a verdict only where the metric has a known better
-direction."""
+"""Statistics over seeds: per group (an arm, or a variant) a Student t interval of the mean, per
+metric the difference of the two groups with a Welch t interval, and a verdict only where the metric
+has a known better direction."""
 from __future__ import annotations
 
 import fnmatch
@@ -19,7 +19,7 @@ LOWER, HIGHER_TO_1 = "lower", "higher up to 1"
 
 @dataclass(frozen=True)
 class Stat:
-    """One variant's values of one metric over seeds; no std or interval below two seeds."""
+    """One group's values of one metric over seeds; no std or interval below two seeds."""
 
     seeds: tuple[int, ...]
     values: tuple[float, ...]
@@ -39,7 +39,7 @@ class Stat:
 
 @dataclass(frozen=True)
 class Row:
-    """One metric: both variants' stats, the difference (second minus first) and the verdict."""
+    """One metric: both groups' stats, the difference (second minus first) and the verdict."""
 
     metric: str
     direction: str | None
@@ -52,7 +52,7 @@ class Row:
 
 @dataclass(frozen=True)
 class Summary:
-    variants: tuple[str, str]
+    groups: tuple[str, str]
     confidence: float
     runs: tuple[Record, ...]
     rows: tuple[Row, ...]
@@ -111,18 +111,18 @@ def welch(a: Stat, b: Stat,
     return diff, (float(ci.low), float(ci.high)), float(test.df)
 
 
-def verdict(metric: str, variants: tuple[str, str], a: Stat, b: Stat,
+def verdict(metric: str, groups: tuple[str, str], a: Stat, b: Stat,
             interval: tuple[float, float] | None) -> str:
     if interval is None:
-        few = " and ".join(f"{v} has {s.n} seed{'s' * (s.n != 1)}" for v, s in zip(variants, (a, b))
+        few = " and ".join(f"{g} has {s.n} seed{'s' * (s.n != 1)}" for g, s in zip(groups, (a, b))
                            if s.n < 2)
-        return f"no interval: {few}; run at least 2 seeds per variant"
+        return f"no interval: {few}; run at least 2 seeds each"
     if interval[0] <= 0 <= interval[1]:
         if interval == (0.0, 0.0):
             return "identical in every seed"
         seeds = str(a.n) if a.n == b.n else f"{a.n} and {b.n}"
         return f"within the noise: no difference shown with {seeds} seeds"
-    high, low = (variants[1], variants[0]) if b.mean > a.mean else (variants[0], variants[1])
+    high, low = (groups[1], groups[0]) if b.mean > a.mean else (groups[0], groups[1])
     way = direction(metric)
     if way == LOWER:
         return f"{low} is better (lower)"
@@ -133,13 +133,13 @@ def verdict(metric: str, variants: tuple[str, str], a: Stat, b: Stat,
     return f"{high} is higher (no better side for this metric)"
 
 
-def _variants(records: Sequence[Record], chosen: Sequence[str] | None) -> tuple[str, str]:
-    found = sorted({r.variant for r in records}, key=lambda v: (v != "baseline", v))
+def _groups(records: Sequence[Record], chosen: Sequence[str] | None) -> tuple[str, str]:
+    found = sorted({r.group for r in records}, key=lambda g: (g != "baseline", g))
     if chosen:
-        missing = [v for v in chosen if v not in found]
+        missing = [g for g in chosen if g not in found]
         if len(chosen) != 2 or chosen[0] == chosen[1] or missing:
-            raise UserError(f"variants {list(chosen)}: name two different variants that have "
-                            f"finished runs; found {', '.join(found) or 'none'}")
+            raise UserError(f"variants {list(chosen)}: name two different variants (or arms) that "
+                            f"have finished runs; found {', '.join(found) or 'none'}")
         return chosen[0], chosen[1]
     if len(found) != 2:
         raise UserError(f"need finished runs of exactly two variants to compare, found "
@@ -151,20 +151,20 @@ def _variants(records: Sequence[Record], chosen: Sequence[str] | None) -> tuple[
 
 def summarize(records: Sequence[Record], *, confidence: float = 0.95,
               metrics: Sequence[str] | None = None,
-              variants: Sequence[str] | None = None) -> Summary:
-    """Compare two variants over seeds for every metric both have (or those matching ``metrics``,
-    shell-style patterns). Non-finite values count as missing."""
+              groups: Sequence[str] | None = None) -> Summary:
+    """Compare two groups (Record.group: arms, or variants) over seeds for every metric both have
+    (or those matching ``metrics``, shell-style patterns). Non-finite values count as missing."""
     if not 0 < confidence < 1:
         raise UserError(f"confidence = {confidence} must lie strictly between 0 and 1, e.g. 0.95")
     if not records:
         raise UserError("no finished runs to compare; run the experiments first "
                         "(dvc exp run --queue ... then dvc queue start)")
-    pair = _variants(records, variants)
-    runs = sorted((r for r in records if r.variant in pair),
-                  key=lambda r: (pair.index(r.variant), r.seed))
+    pair = _groups(records, groups)
+    runs = sorted((r for r in records if r.group in pair),
+                  key=lambda r: (pair.index(r.group), r.seed))
     for prev, rec in zip(runs, runs[1:]):
-        if (prev.variant, prev.seed) == (rec.variant, rec.seed):
-            raise UserError(f"runs {prev.name} and {rec.name} are both {rec.variant} seed "
+        if (prev.group, prev.seed) == (rec.group, rec.seed):
+            raise UserError(f"runs {prev.name} and {rec.name} are both {rec.group} seed "
                             f"{rec.seed}; a re-run is not another seed: remove one")
     names = sorted({k for r in runs for k in r.metrics})
     if metrics:
@@ -175,8 +175,8 @@ def summarize(records: Sequence[Record], *, confidence: float = 0.95,
     rows = []
     for name in sorted(names, key=lambda k: (direction(k) is None, k)):
         side = [[(r.seed, r.metrics[name]) for r in runs
-                 if r.variant == variant and math.isfinite(r.metrics.get(name, math.nan))]
-                for variant in pair]
+                 if r.group == group and math.isfinite(r.metrics.get(name, math.nan))]
+                for group in pair]
         if not all(side):
             continue
         a, b = (describe([s for s, _ in pts], [v for _, v in pts], confidence) for pts in side)
