@@ -220,6 +220,26 @@ def test_the_server_runs_unprivileged_and_writes_only_into_runs_in_its_store(tea
         assert writable == [False, False, True]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server changes user only when started as root")
+def test_mlflow_s_user_may_read_and_test_code_in_a_folder_only_root_enters_and_write_nothing_there(
+        tmp_path):
+    # A clone in `mktemp -d` puts the venv there; alembic tests its folder with os.access, which
+    # the kernel answers as the real user unless the capability survives it (no_setuid_fixup).
+    locked = tmp_path / "locked"
+    (locked / "pkg").mkdir(parents=True)
+    (locked / "pkg" / "code.py").write_text("x = 1\n")
+    locked.chmod(0o700)
+    user = server._mlflow_user()
+    check = ("import os, sys; p = sys.argv[1]; print(os.access(p, os.F_OK), open(p + '/code.py').read(),"
+             " end=''); open(p + '/planted', 'w')")
+    done = subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                           "--clear-groups", "--no-new-privs", *server.READ_PAST_FOLDERS, "--",
+                           "/usr/bin/python3", "-c", check, str(locked / "pkg")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout == "True x = 1\n"
+    assert "PermissionError" in done.stderr and not (locked / "pkg" / "planted").exists()
+
+
 def test_routes_catgan_never_uses_are_refused_and_the_list_of_users_is_for_admins(team):
     unused = [("POST", "/ajax-api/3.0/mlflow/demo/generate"),
               ("GET", "/ajax-api/3.0/mlflow/gateway/supported-models"),

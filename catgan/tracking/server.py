@@ -37,6 +37,12 @@ USER, DATABASE = "catgan", "mlflow"
 _PG_USER = "postgres"
 MLFLOW_USER = "catgan-mlflow"
 _CAP_DAC_READ_SEARCH = 2
+# setpriv's options that let MLflow's user read past folder permissions (CAP_DAC_READ_SEARCH) and
+# nothing more. no_setuid_fixup keeps the kernel from dropping that capability in access(2), which
+# checks as the real user: alembic and MLflow test their own folders with os.access, so without it
+# a venv in a folder only root may enter (a clone in `mktemp -d`) stops the server from starting.
+READ_PAST_FOLDERS = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
+                     "--bounding-set=-all,+dac_read_search", "--securebits=+no_setuid_fixup"]
 # In the environment of the MLflow server and every process it starts: what stop looks for.
 _MARK = "CATGAN_SERVER_DIR"
 _STOP_TIMEOUT = 15.0
@@ -255,7 +261,7 @@ def _unprivileged(owns: tuple[Path, ...]) -> list[str]:
                     "CAP_DAC_READ_SEARCH to read it, and may read any file (it still writes only "
                     "its store); let that user through the parent folders (chmod o+x) to run the "
                     "server without", MLFLOW_USER, blocked)
-        caps = ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+        caps = READ_PAST_FOLDERS
     return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
             "--no-new-privs", *caps, "--"]
 
