@@ -3,7 +3,7 @@
 Each arm is ``catgan.training.step.gan_step`` on its networks at the committed settings (baseline, batch
 128, fp32, channels_last) with one set of overrides: ``train.ema``, ``train.augment`` (DiffAugment),
 both, and for reference ``train.loss: rasgan`` (one more D forward in G's step) and
-``model.spectral_norm``. The arms take turns step by step, in an order that rotates every round,
+``model.d_norm: spectral``. The arms take turns step by step, in an order that rotates every round,
 on the same real batches, so that drift in a shared machine's speed hits them alike. Each step
 is timed by the wall clock and by the CPU time of this process (all its threads), which other
 people's jobs on the same cores move less.
@@ -41,7 +41,7 @@ ARMS = {
     "augment": {"train": {"augment": POLICY}},
     "ema+augment": {"train": {"ema": 0.999, "augment": POLICY}},
     "rasgan": {"train": {"loss": "rasgan"}},
-    "spectral_norm": {"model": {"spectral_norm": True}},
+    "spectral_norm": {"model": {"d_norm": "spectral"}},
 }
 
 

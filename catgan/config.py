@@ -30,9 +30,15 @@ VARIANTS = ("baseline", "fused")
 INIT_SCHEMES = ("default", "dcgan")
 # D's and G's loss (catgan/model/losses.py): the course's BCE, G maximising log D(G(z)) or minimising
 # log(1 - D(G(z))); the relativistic average standard and least-squares GANs (Jolicoeur-Martineau 2018).
-LOSSES = ("non_saturating", "saturating", "rasgan", "ralsgan")
+# rpgan: the paired relativistic loss that R3GAN (Huang et al. 2024) trains with R1 and R2.
+LOSSES = ("non_saturating", "saturating", "rasgan", "ralsgan", "rpgan")
+# D's normalisation: the course's BatchNorm, spectral norm in its place (Miyato et al. 2018), none.
+D_NORMS = ("batchnorm", "spectral", "none")
 GONE = {"train.g_loss": "G's loss is set by train.loss now (train.loss: standard with train.g_loss: "
-                        "X is train.loss: X): remove train.g_loss and set train.loss"}
+                        "X is train.loss: X): remove train.g_loss and set train.loss",
+        "model.spectral_norm": "D's normalisation is model.d_norm now (model.spectral_norm: true is "
+                               "model.d_norm: spectral, false is batchnorm): remove "
+                               "model.spectral_norm and set model.d_norm"}
 AUGMENTS = ("color", "translation", "cutout")  # DiffAugment's policies (catgan/model/augment.py)
 _AUGMENT = "(" + "|".join(AUGMENTS) + ")"
 # The user:password@ of a URL: here rather than in mlflowstore, which imports this module.
@@ -40,11 +46,12 @@ PASSWORD_IN_URL = re.compile(r"(?<=://)([^/@:\s]*):[^/\s]*@")
 
 
 def _knob(default, *, choices=None, low=None, high=None, below=None, length=None, pattern=None,
-          shape=""):
+          shape="", words=None):
     """``pattern``: a regex the whole value must match, described to the user by ``shape``.
-    ``below`` (given with ``low``): the value must lie in [low, below)."""
+    ``below`` (given with ``low``): the value must lie in [low, below). ``words``: text values a
+    number knob also takes."""
     meta = {"choices": choices, "low": low, "high": high, "below": below, "length": length,
-            "pattern": pattern, "shape": shape}
+            "pattern": pattern, "shape": shape, "words": words}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -72,7 +79,7 @@ class ModelConfig:
     variant: str = _knob("baseline", choices=VARIANTS)
     latent_dim: int = _knob(128, low=1, high=4096)
     init: str = _knob("default", choices=INIT_SCHEMES)
-    spectral_norm: bool = False
+    d_norm: str = _knob("batchnorm", choices=D_NORMS)
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,9 @@ class TrainConfig:
     augment: str = _knob("", pattern=f"({_AUGMENT}(,{_AUGMENT})*)?",
                          shape="'' (off) or a comma-separated list of " + ", ".join(AUGMENTS)
                          + " without spaces, such as 'color,translation,cutout'")
+    augment_p: float | str = _knob(1.0, low=0.0, high=1.0, words=("auto",))  # auto: ADA's
+    r1: float = _knob(0.0, low=0.0, high=1e6)  # gamma of the gradient penalty on reals; 0 = off
+    r2: float = _knob(0.0, low=0.0, high=1e6)  # and on fakes
     device: str = _knob("auto", choices=("auto", "cpu", "cuda"))
     threads: int = _knob(0, low=0, high=1024)
     channels_last: bool = True
@@ -96,6 +106,15 @@ class TrainConfig:
     nproc: int = _knob(1, low=1, high=64)
     sync_bn: bool = False
     log_every: int = _knob(10, low=1)
+
+    def __post_init__(self):
+        if self.augment_p != 1 and not self.augment:
+            raise UserError(f"train.augment_p = {self.augment_p} needs augmentations to apply: set "
+                            "train.augment (e.g. color,translation,cutout) or train.augment_p: 1")
+        if (self.r1 or self.r2) and self.compile:
+            raise UserError("train.r1 and train.r2 differentiate D's gradient (a double backward), "
+                            "which torch.compile cannot: set train.compile: false or train.r1 and "
+                            "train.r2: 0")
 
 
 @dataclass(frozen=True)
@@ -203,6 +222,11 @@ def _check(key: str, value: Any, hint: type, meta, source: str):
     def fail(allowed: str):
         raise UserError(f"{source}: {key} = {_SHORT.repr(value)} is not allowed; expected {allowed}")
 
+    if meta.get("words") and isinstance(value, str):
+        return value if value in meta["words"] else fail(
+            f"a number in [{meta['low']}, {meta['high']}] or " + ", ".join(meta["words"]))
+    if meta.get("words"):
+        hint = float
     if hint is list:
         items = value if isinstance(value, list) else fail(f"a list of {meta['length']} numbers")
         if len(items) != meta["length"]:

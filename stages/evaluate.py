@@ -19,7 +19,7 @@ def main() -> None:
     seed_everything(params.eval.seed, params.train.threads)
     device = select_device(params.train.device)
     G, D = build(params.model.variant, params.model.latent_dim, "default",
-                 params.model.spectral_norm)
+                 params.model.d_norm)
     G = load_state_dict(G, Path("models/generator.pt")).to(device)
     D = load_state_dict(D, Path("models/discriminator.pt")).to(device)
     images = load_images(Path("data/prepared/images.npy"))

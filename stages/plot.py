@@ -38,7 +38,7 @@ def main() -> None:
     write_video(frames, OUT / "samples.mp4", fps=params.plot.fps)
 
     G, D = build(params.model.variant, params.model.latent_dim, "default",
-                 params.model.spectral_norm)
+                 params.model.d_norm)
     tables = {"Generator": layer_table(G, (params.model.latent_dim, 1, 1)),
               "Discriminator": layer_table(D, tuple(images.shape[1:]))}
     metrics = {name: read_json(Path(f"metrics/{name}.json"), stage)

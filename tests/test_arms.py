@@ -10,7 +10,7 @@ from catgan.errors import UserError
 from catgan.study import arms
 from catgan.study import run as study
 
-MODERN_KEYS = {"train.ema", "train.augment", "train.loss", "model.spectral_norm"}
+MODERN_KEYS = {"train.ema", "train.augment", "train.loss", "model.d_norm"}
 
 
 def test_an_unknown_arm_is_refused_in_one_line_naming_the_known_ones():
@@ -34,7 +34,7 @@ def test_modern_is_the_course_baseline_plus_exactly_its_four_components():
     base, modern = arms.get("course-baseline").overrides, arms.get("modern").overrides
     assert {k for k in modern if modern[k] != base.get(k)} == MODERN_KEYS
     assert modern == {**base, "train.ema": 0.999, "train.augment": "color,translation,cutout",
-                      "train.loss": "ralsgan", "model.spectral_norm": True}
+                      "train.loss": "ralsgan", "model.d_norm": "spectral"}
     ablations = [a for a in arms.ARMS.values() if a.ablation]
     # one ablation per component, each the course baseline plus that one component
     assert sorted(k for a in ablations for k in a.overrides if k not in base) == sorted(MODERN_KEYS)

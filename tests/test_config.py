@@ -72,8 +72,9 @@ def test_every_key_in_the_schema_is_in_params_yaml_with_a_comment():
     ({"train": {"ema": -0.1}}, "train.ema = -0.1 is not allowed; expected a number in [0.0, 1.0)"),
     ({"train": {"ema": "0.999"}}, "train.ema = '0.999' is not allowed; expected a number"),
     ({"train": {"loss": "lsgan"}}, "train.loss = 'lsgan' is not allowed; expected one of "
-     "non_saturating, saturating, rasgan, ralsgan"),
-    ({"model": {"spectral_norm": "yes"}}, "model.spectral_norm = 'yes' is not allowed; expected true"),
+     "non_saturating, saturating, rasgan, ralsgan, rpgan"),
+    ({"model": {"d_norm": "yes"}}, "model.d_norm = 'yes' is not allowed; expected one of batchnorm, "
+     "spectral, none"),
 ])
 def test_schema_errors_name_the_key_value_and_what_is_allowed(raw, message):
     with pytest.raises(UserError) as err:
@@ -82,11 +83,12 @@ def test_schema_errors_name_the_key_value_and_what_is_allowed(raw, message):
 
 
 def test_the_recipe_keys_accept_what_they_document():
-    params = parse_params({"model": {"spectral_norm": True},
+    params = parse_params({"model": {"d_norm": "spectral"},
                            "train": {"ema": 0.999, "augment": "translation,color", "loss": "ralsgan"}})
     assert (params.train.ema, params.train.augment, params.train.loss) == (0.999, "translation,color",
                                                                            "ralsgan")
-    assert parse_params({"train": {"ema": 0}}).train.ema == 0.0 and params.model.spectral_norm
+    assert parse_params({"train": {"ema": 0}}).train.ema == 0.0
+    assert params.model.d_norm == "spectral"
 
 
 def test_ints_are_accepted_where_numbers_are_expected():

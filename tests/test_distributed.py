@@ -37,7 +37,7 @@ def _worker(rank: int, port: int, out: str, images: np.ndarray, overrides: dict)
 
 
 # The recipe: the average's BatchNorm statistics and spectral norm's vectors must agree too.
-RECIPE = {"model": {"spectral_norm": True},
+RECIPE = {"model": {"d_norm": "spectral"},
           "train": {"ema": 0.9, "augment": "color,translation,cutout", "loss": "ralsgan"}}
 
 

@@ -116,7 +116,7 @@ def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
     for run in runs:  # each run records its arm, and trained with the arm's overrides
         assert run.meta["overrides"] == arms.get(run.meta["arm"]).overrides, run.name
     modern = [r.meta["params"] for r in runs if r.meta["arm"] == "modern"]
-    assert len(modern) == 2 and all(p["train.loss"] == "ralsgan" and p["model.spectral_norm"]
+    assert len(modern) == 2 and all(p["train.loss"] == "ralsgan" and p["model.d_norm"] == "spectral"
                                     and p["train.ema"] == 0.999 for p in modern)
     assert {r.meta["arm"] for r in runs if r.meta["kind"] == "course"} == {"course-baseline",
                                                                           "course-fused"}

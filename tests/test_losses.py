@@ -1,4 +1,5 @@
-"""GAN losses against the course's Sigmoid + BCELoss formulation, and their gradients."""
+"""GAN losses against the course's Sigmoid + BCELoss formulation and hand-computed values, their
+gradients, and the gradient penalties against torch.autograd.grad taken by hand."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ from torch import nn
 
 from catgan.config import LOSSES, parse_params
 from catgan.errors import UserError
-from catgan.model.losses import GAN_LOSSES, d_loss, g_loss, grad_norm, relativistic
+from catgan.model.losses import GAN_LOSSES, d_loss, g_loss, grad_norm, gradient_penalty, paired, relativistic
 
 MODERATE = torch.tensor([-3.0, -1.2, -0.1, 0.0, 0.4, 1.7, 3.0])
 
@@ -71,14 +72,18 @@ def test_each_loss_params_allow_is_a_pair_of_d_and_g_losses():
         judged.append(images)
         return images
 
-    for name, (d, g) in GAN_LOSSES.items():
-        relative = name in ("rasgan", "ralsgan")
-        expected = relativistic(REAL, FAKE, name) if relative else d_loss(REAL, FAKE)
+    for name, (d, g, realness) in GAN_LOSSES.items():
+        relative = name in ("rasgan", "ralsgan", "rpgan")
+        pair = (lambda a, b, name: paired(a, b)) if name == "rpgan" else relativistic
+        expected = pair(REAL, FAKE, name) if relative else d_loss(REAL, FAKE)
         torch.testing.assert_close(d(REAL, FAKE), expected)
         judged.clear()
-        expected = relativistic(FAKE, REAL, name) if relative else g_loss(FAKE, name)
+        expected = pair(FAKE, REAL, name) if relative else g_loss(FAKE, name)
         torch.testing.assert_close(g(judge, FAKE, REAL), expected)
         assert list(map(id, judged)) == list(map(id, [REAL, FAKE] if relative else [FAKE])), name
+        # ADA's signal: D's logit, or how far each real is ahead of the fakes it is compared with
+        ahead = {"rpgan": [3.0, -1.0], "rasgan": [2.0, 0.0], "ralsgan": [2.0, 0.0]}
+        assert realness(REAL, FAKE).tolist() == ahead.get(name, REAL.tolist()), name
 
 
 REAL, FAKE = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])  # means 1 and 0
@@ -100,6 +105,39 @@ def test_relativistic_average_losses_on_hand_computed_logits():
     # G's: mean([-2 - 1, 0 - 1]^2) + mean([2 + 1, 0 + 1]^2) = 5 + 5.
     assert relativistic(REAL, FAKE, "ralsgan").item() == pytest.approx(2.0)
     assert relativistic(FAKE, REAL, "ralsgan").item() == pytest.approx(10.0)
+
+
+def test_the_paired_loss_on_hand_computed_logits():
+    # Pairs: real 2 with fake -1, real 0 with fake 1. D's: softplus(fake - real) = sp(-3), sp(1);
+    # G's the same with the roles swapped: sp(3), sp(-1).
+    assert paired(REAL, FAKE).item() == pytest.approx((softplus(-3) + softplus(1)) / 2)
+    assert paired(FAKE, REAL).item() == pytest.approx((softplus(3) + softplus(-1)) / 2)
+    real = REAL.clone().requires_grad_()
+    paired(real, FAKE).backward()  # d sp(f - r) / dr = -sigmoid(f - r), averaged over 2 pairs
+    assert real.grad.tolist() == pytest.approx([-1 / (1 + math.exp(3)) / 2, -1 / (1 + math.exp(-1)) / 2])
+
+
+def _tiny_d() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten(),
+                         nn.Linear(4 * 5 * 5, 1), nn.Flatten(0))
+
+
+def test_the_gradient_penalty_is_the_batch_mean_squared_input_gradient_and_trains_d():
+    D, images = _tiny_d(), torch.randn(3, 3, 5, 5)
+    x = images.clone().requires_grad_()
+    penalty = gradient_penalty(D(x), x)
+    by_hand = [torch.autograd.grad(D(image[None]).sum(), image)[0].square().sum()
+               for image in images.clone().requires_grad_().unbind()]
+    assert penalty.item() == pytest.approx(torch.stack(by_hand).mean().item(), rel=1e-6)
+    # Zero-centred: a D that ignores its input costs nothing; and D's weights get its gradient.
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(75, 1, bias=True), nn.Flatten(0))
+    nn.init.zeros_(flat[1].weight)
+    y = images.clone().requires_grad_()
+    assert gradient_penalty(flat(y), y).item() == 0
+    penalty.backward()
+    weight = D[3].weight.grad
+    assert weight is not None and weight.abs().sum() > 0
 
 
 def test_relativistic_losses_pass_gradient_through_both_batches():
@@ -124,7 +162,10 @@ def test_every_relativistic_loss_params_allow_is_known_and_others_are_refused():
 
 @pytest.mark.parametrize("raw, message", [
     ({"loss": "wgan"}, "train.loss = 'wgan' is not allowed; expected one of non_saturating, "
-                       "saturating, rasgan, ralsgan"),
+                       "saturating, rasgan, ralsgan, rpgan"),
+    ({"r1": -1}, "train.r1 = -1.0 is not allowed; expected a value >= 0.0"),
+    ({"r2": "big"}, "train.r2 = 'big' is not allowed; expected a number"),
+    ({"r1": 1, "compile": True}, "train.r1 and train.r2 differentiate D's gradient"),
     ({"loss": "standard"}, "train.loss = 'standard' is not allowed"),
     # An old params file: train.g_loss is gone, and the error says what replaced it.
     ({"g_loss": "saturating", "loss": "standard"},

@@ -216,7 +216,7 @@ def sn_block(c_in: int, c_out: int, size: int) -> list[tuple[str, list[int], int
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_spectral_norm_normalises_every_conv_of_d_and_drops_its_batchnorm(variant):
     torch.manual_seed(0)
-    G, D = build(variant, LATENT, "dcgan", spectral_norm=True)
+    G, D = build(variant, LATENT, "dcgan", d_norm="spectral")
     rows = layer_table(D, INPUT_SHAPES["D"])
     plain = [row for row in EXPECTED[(variant, "D")] if row[0] != "BatchNorm2d"]
     assert [(r["layer"].split("(")[0], r["output_shape"], r["params"]) for r in rows] == plain
@@ -228,7 +228,7 @@ def test_spectral_norm_normalises_every_conv_of_d_and_drops_its_batchnorm(varian
 
 def test_spectral_norm_keeps_each_convs_largest_singular_value_at_one():
     torch.manual_seed(0)
-    _, D = build("fused", LATENT, "dcgan", spectral_norm=True)
+    _, D = build("fused", LATENT, "dcgan", d_norm="spectral")
     convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
         for conv in convs:  # far from 1 without the normalisation
@@ -247,13 +247,13 @@ def test_without_spectral_norm_the_build_draws_nothing_more():
     build("baseline", LATENT, "default")
     plain = torch.get_rng_state()
     torch.manual_seed(4)
-    build("baseline", LATENT, "default", spectral_norm=False)
+    build("baseline", LATENT, "default", d_norm="batchnorm")
     assert torch.equal(torch.get_rng_state(), plain)
 
 
 def test_batch_statistics_leave_spectral_norms_vectors_alone():
     torch.manual_seed(0)
-    _, D = build("fused", LATENT, "default", spectral_norm=True)
+    _, D = build("fused", LATENT, "default", d_norm="spectral")
     D.eval()
     before = {k: v.clone() for k, v in D.state_dict().items()}
     with batch_statistics(D) as running:

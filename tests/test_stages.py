@@ -98,8 +98,8 @@ def test_train_evaluate_plot_write_every_declared_output(prepared, tmp_path):
 @pytest.mark.slow  # three stage processes: out of the quick loop
 def test_the_stages_carry_the_recipe_the_average_out_and_the_normalised_d_in(prepared, tmp_path):
     """With train.ema the saved generator is the average (the checkpoint keeps the raw G); with
-    model.spectral_norm evaluate and plot rebuild the D that training saved."""
-    project = clone(prepared, tmp_path, {"model": {"spectral_norm": True},
+    model.d_norm evaluate and plot rebuild the D that training saved."""
+    project = clone(prepared, tmp_path, {"model": {"d_norm": "spectral"},
                                          "train": {"ema": 0.9, "augment": "color,translation,cutout",
                                                    "loss": "ralsgan"}})
     run_stage(project, "train")

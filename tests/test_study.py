@@ -95,7 +95,7 @@ def test_study_runs_each_variant_and_seed_once_as_children_of_one_parent(project
         modern = run.data.tags["dvc_exp_name"].startswith("tiny-modern")
         assert run.data.tags["catgan.arm"] == ("modern" if modern else "course-baseline")
         assert run.data.params["train.augment"] == ("color,translation,cutout" if modern else "")
-        assert run.data.params["model.spectral_norm"] == str(modern)
+        assert run.data.params["model.d_norm"] == ("spectral" if modern else "batchnorm")
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in children)
     assert {r.info.run_name for r in children} == set(names)

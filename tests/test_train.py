@@ -192,14 +192,14 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(
         tiny_params, tiny_images, tmp_path, monkeypatch):
     train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path)
     before = (tmp_path / "last.pt").read_bytes()
-    real_d_loss, g_loss = GAN_LOSSES["non_saturating"]
+    course = GAN_LOSSES["non_saturating"]
     calls = iter(range(100))
 
     def poisoned(real_logits, fake_logits):
-        loss = real_d_loss(real_logits, fake_logits)
+        loss = course.d(real_logits, fake_logits)
         return loss * float("nan") if next(calls) == 1 else loss
 
-    monkeypatch.setitem(GAN_LOSSES, "non_saturating", (poisoned, g_loss))
+    monkeypatch.setitem(GAN_LOSSES, "non_saturating", course._replace(d=poisoned))
     with pytest.raises(TrainingDiverged, match=r"loss_d became nan at epoch 2, step 2"):
         train(tiny_params(train={"epochs": 2}), tiny_images, "d", tmp_path)
     assert (tmp_path / "last.pt").read_bytes() == before
@@ -290,9 +290,14 @@ def test_the_checkpoint_key_hashes_the_code_that_shapes_training_and_not_what_lo
 
 
 # Every technique beyond the course at once: train.ema, train.augment, train.loss, spectral norm.
-RECIPE = {"model": {"spectral_norm": True},
+RECIPE = {"model": {"d_norm": "spectral"},
           "train": {"ema": 0.9, "augment": "color,translation,cutout", "loss": "rasgan"}}
-OFF = {"model": {"spectral_norm": False}, "train": {"ema": 0, "augment": "", "loss": "non_saturating"}}
+OFF = {"model": {"d_norm": "batchnorm"}, "train": {"ema": 0, "augment": "", "augment_p": 1, "r1": 0,
+                                                   "r2": 0, "loss": "non_saturating"}}
+# The candidates added since: R3GAN's loss, penalties and bare D, with ADA's adaptive augmentation.
+R3_ADA = {"model": {"d_norm": "none"},
+          "train": {"loss": "rpgan", "r1": 0.5, "r2": 0.5, "betas": [0.0, 0.99],
+                    "augment": "color,translation,cutout", "augment_p": "auto"}}
 
 
 def recipe(tiny_params, **groups):
@@ -314,15 +319,19 @@ def test_the_recipe_keys_off_change_nothing_and_run_none_of_its_code(
         raise AssertionError("code beyond the course ran with every recipe key off")
 
     for module, name in ((catgan.training.state, "GeneratorEMA"), (catgan.training.step, "augment"),
-                         (catgan.model.losses, "relativistic"),
-                         (catgan.model.nets, "spectrally_normed")):
+                         (catgan.training.state, "AugmentP"), (catgan.model.losses, "relativistic"),
+                         (catgan.model.losses, "paired"), (catgan.training.step, "gradient_penalty"),
+                         (catgan.model.nets, "spectrally_normed"),
+                         (catgan.model.nets, "without_batchnorm")):
         monkeypatch.setattr(module, name, refuse)
     off = train(tiny_params(model=OFF["model"], train={**OFF["train"], "epochs": 1}), tiny_images,
                 "d", tmp_path / "b")
     assert same_weights(default.generator, off.generator)
     assert same_weights(default.discriminator, off.discriminator)
     assert default.history == off.history and default.steps == off.steps
-    assert "G_ema" not in checkpoint.load(tmp_path / "b" / "last.pt")
+    saved = checkpoint.load(tmp_path / "b" / "last.pt")
+    assert "G_ema" not in saved and "augment_p" not in saved
+    assert {row["augment_p"] for row in off.steps} == {0.0}
 
 
 @pytest.mark.slow  # six short runs; the step test above shows each key at work in the quick loop
@@ -334,7 +343,11 @@ def test_each_recipe_key_changes_the_run_and_keeps_it_finite(tiny_params, tiny_i
     for name, groups in {"ema": {"train": {"ema": 0.9}}, "augment": {"train": {"augment": "cutout"}},
                          "rasgan": {"train": {"loss": "rasgan"}},
                          "ralsgan": {"train": {"loss": "ralsgan"}},
-                         "spectral_norm": {"model": {"spectral_norm": True}}}.items():
+                         "spectral_norm": {"model": {"d_norm": "spectral"}},
+                         "no_d_norm": {"model": {"d_norm": "none"}},
+                         "augment_p": {"train": {"augment": "cutout", "augment_p": 0.5}},
+                         "rpgan": {"train": {"loss": "rpgan"}}, "r1": {"train": {"r1": 1.0}},
+                         "r2": {"train": {"r2": 1.0}}}.items():
         changed = train(tiny_params(**merge(settings, groups)), tiny_images, "d", tmp_path / name)
         assert not same_weights(plain.generator, changed.generator), name
         for row in changed.steps:
@@ -354,6 +367,25 @@ def test_resume_with_the_recipe_on_equals_uninterrupted_run(tiny_params, tiny_im
     for key in ("G", "G_ema", "D"):
         assert a[key].keys() == b[key].keys() and all(torch.equal(a[key][k], b[key][k]) for k in a[key])
     assert int(a["G_ema"]["n_averaged"]) == 2 * 2  # one update per step
+
+
+def test_resume_with_r3_and_adaptive_augmentation_equals_uninterrupted_run(
+        tiny_params, tiny_images, tmp_path):
+    """ADA's p and its half-counted interval (4 steps, here across an epoch's end) are checkpointed."""
+    from conftest import merge
+
+    def params(**train):
+        return tiny_params(**merge(R3_ADA, {"train": {"epochs": 3, **train}, "eval": {"every": 0}}))
+
+    full = train(params(), tiny_images, "d", tmp_path / "full")
+    train(params(epochs=1), tiny_images, "d", tmp_path / "cut")
+    resumed = train(params(), tiny_images, "d", tmp_path / "cut")
+    assert resumed.resumed_from == 1 and full.history == resumed.history and full.steps == resumed.steps
+    assert same_weights(full.generator, resumed.generator)
+    assert same_weights(full.discriminator, resumed.discriminator)
+    a, b = (checkpoint.load(tmp_path / name / "last.pt")["augment_p"] for name in ("full", "cut"))
+    assert a["seen"] == b["seen"] and torch.equal(a["p"], b["p"]) and torch.equal(a["signs"], b["signs"])
+    assert len({row["augment_p"] for row in full.steps}) > 1  # p moved
 
 
 def test_with_ema_the_average_is_what_grids_checks_and_saved_models_show(
@@ -406,6 +438,8 @@ def test_quality_checks_and_grids_do_not_change_the_recipes_trajectory(
 def test_each_recipe_key_gets_its_own_checkpoint_folder(tiny_params, tmp_path):
     settings = ({}, {"train": {"ema": 0.999}}, {"train": {"augment": "color"}},
                 {"train": {"augment": "cutout"}}, {"train": {"loss": "rasgan"}},
-                {"model": {"spectral_norm": True}})
+                {"model": {"d_norm": "spectral"}}, {"model": {"d_norm": "none"}},
+                {"train": {"augment": "color", "augment_p": "auto"}}, {"train": {"loss": "rpgan"}},
+                {"train": {"r1": 0.1}}, {"train": {"r2": 0.1}})
     folders = {train_mod.checkpoint_dir(tmp_path, tiny_params(**s), "d") for s in settings}
     assert len(folders) == len(settings)

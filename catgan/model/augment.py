@@ -87,14 +87,22 @@ def _cutout(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 POLICIES = {"color": _color, "translation": _translation, "cutout": _cutout}
 
 
-def augment(x: torch.Tensor, policy: str, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, policy: str, gen: torch.Generator,
+            p: torch.Tensor | None = None) -> torch.Tensor:
     """``x`` through each policy of the comma-separated ``policy``, in order, in x's memory
-    layout; random values are drawn from ``gen``, on x's device."""
+    layout; random values are drawn from ``gen``, on x's device. ``p`` (train.augment_p, a 0-dim
+    tensor): each policy changes each image with that probability, as ADA applies its
+    augmentations; None: every image, every policy (DiffAugment's p = 1)."""
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     layout = torch.channels_last if channels_last else torch.contiguous_format
     for name in policy.split(","):
         if name not in POLICIES:
             raise ValueError(f"unknown augmentation {name!r}; params.yaml is checked by "
                              "catgan.config")
-        x = POLICIES[name](x, gen)
+        changed = POLICIES[name](x, gen)
+        if p is None:
+            x = changed
+        else:
+            chosen = torch.rand(x.shape[0], generator=gen, device=x.device) < p
+            x = torch.where(chosen.view(-1, 1, 1, 1), changed, x)
     return x.contiguous(memory_format=layout)

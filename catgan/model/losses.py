@@ -5,7 +5,8 @@ finite for large logits and autocast keeps it in float32 under mixed precision.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -54,16 +55,46 @@ def _relativistic_g(kind: str):
     return g
 
 
-# train.loss's choices (config.LOSSES) as (D's loss of real and fake logits, G's loss of D, fakes
-# and reals): the course's D loss with either G form, or a relativistic pair, G's being D's with
-# the batches swapped. G's calls D itself: only the relativistic losses judge the reals again
-# (after D's step), and the others should not pay for that forward.
+def paired(first_logits: torch.Tensor, second_logits: torch.Tensor) -> torch.Tensor:
+    """RpGAN (Jolicoeur-Martineau 2018; R3GAN, Huang et al. 2024): softplus(C(b) - C(a)) averaged
+    over the pairs, image i of one batch against image i of the other: the first must look more
+    real than its partner. D's loss takes (real, fake), G's (fake, real)."""
+    return F.softplus(second_logits - first_logits).mean()
+
+
+def _paired_g(judge, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    real_logits = judge(real)  # reals first, as the relativistic average G does
+    return paired(judge(fake), real_logits)
+
+
+class GanLoss(NamedTuple):
+    d: Callable  # D's loss of the real and the fake logits
+    g: Callable  # G's loss of D (as a function of images), the fakes and the reals
+    realness: Callable  # of the real and fake logits: per real image, > 0 where D calls it real
+
+
+# train.loss's choices (config.LOSSES): the course's D loss with either G form, or a relativistic
+# pair, G's being D's with the batches swapped. G's calls D itself: only the relativistic losses
+# judge the reals again (after D's step), and the others should not pay for that forward.
+# realness is what ADA's overfitting signal takes the sign of: D's logit for the course's loss;
+# for a relativistic one, how far the real is ahead of the fakes it is compared with.
 GAN_LOSSES = {
-    **{kind: (d_loss, lambda judge, fake, real, kind=kind: g_loss(judge(fake), kind))
+    **{kind: GanLoss(d_loss, lambda judge, fake, real, kind=kind: g_loss(judge(fake), kind),
+                     lambda real, fake: real)
        for kind in ("non_saturating", "saturating")},
-    **{kind: (lambda real, fake, kind=kind: relativistic(real, fake, kind), _relativistic_g(kind))
+    **{kind: GanLoss(lambda real, fake, kind=kind: relativistic(real, fake, kind),
+                     _relativistic_g(kind), lambda real, fake: real - fake.mean())
        for kind in ("rasgan", "ralsgan")},
+    "rpgan": GanLoss(paired, _paired_g, lambda real, fake: real - fake),
 }
+
+
+def gradient_penalty(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Zero-centred: the batch mean of |d logit_i / d image_i|^2, kept differentiable so that D's
+    step can descend it. On the reals it is R1 (Mescheder et al. 2018), on the fakes R2; ``images``
+    must have required grad before D saw them (through any augmentation, as ADA takes R1)."""
+    grad, = torch.autograd.grad(logits.float().sum(), images, create_graph=True)
+    return grad.float().square().sum(dim=(1, 2, 3)).mean()
 
 
 def grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:

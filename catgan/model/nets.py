@@ -98,24 +98,33 @@ def init_weights(model: nn.Module, scheme: str) -> None:
             nn.init.zeros_(module.bias)
 
 
+def without_batchnorm(discriminator: Discriminator) -> Discriminator:
+    """``discriminator`` with its BatchNorm layers taken out: R3GAN's D has no normalisation, since
+    BatchNorm makes each image's output depend on the rest of its batch, which the gradient penalties
+    and the paired loss assume it does not (Huang et al. 2024)."""
+    return Discriminator(*(m for m in discriminator if not isinstance(m, nn.BatchNorm2d)))
+
+
 def spectrally_normed(discriminator: Discriminator) -> Discriminator:
     """``discriminator`` as Miyato et al. (2018) build one: every conv's weight divided by its
     largest singular value, estimated by one power iteration per training forward, so that D
     cannot sharpen without bound. Its BatchNorm layers go: BatchNorm's output does not change when
     its input is scaled, so after a normalised conv it would undo the normalisation."""
     return Discriminator(*(spectral_norm(m) if isinstance(m, nn.Conv2d) else m
-                           for m in discriminator if not isinstance(m, nn.BatchNorm2d)))
+                           for m in without_batchnorm(discriminator)))
 
 
 def build(variant: str, latent_dim: int, init: str,
-          spectral_norm: bool = False) -> tuple[nn.Module, nn.Module]:
-    """Build and initialise (generator, discriminator) for ``variant``; ``spectral_norm``: D's
-    convs spectrally normalised (``spectrally_normed``)."""
+          d_norm: str = "batchnorm") -> tuple[nn.Module, nn.Module]:
+    """Build and initialise (generator, discriminator) for ``variant``; ``d_norm`` (config.D_NORMS):
+    D's BatchNorm kept, replaced by spectral norm (``spectrally_normed``) or dropped."""
     generator, discriminator = VARIANTS[variant](latent_dim)
     init_weights(generator, init)
     init_weights(discriminator, init)
-    if spectral_norm:
+    if d_norm == "spectral":
         discriminator = spectrally_normed(discriminator)
+    elif d_norm == "none":
+        discriminator = without_batchnorm(discriminator)
     return generator, discriminator
 
 

@@ -2,8 +2,11 @@
 
 ``course-baseline`` and ``course-fused`` are the course's two variants. ``modern`` is the course
 baseline with the four techniques of docs/recipes.md on: an average of G's weights, DiffAugment,
-the relativistic average least-squares loss and spectral normalisation in D. The ``ablate-*`` arms
-are the course baseline plus one of those components each. What a 3-epoch CPU study of them
+the relativistic average least-squares loss and spectral normalisation in D; ``modern-ada`` is
+modern with ADA's adaptive augmentation probability. ``r3`` is R3GAN's recipe (Huang et al. 2024)
+on the course's networks: the paired relativistic loss with gradient penalties on reals and fakes,
+D without normalisation, Adam's beta1 at 0. The ``ablate-*`` arms are the course baseline plus one
+of modern's components each. What a 3-epoch CPU study of them
 showed, and the GPU target still to measure: docs/recipes.md.
 
 ``catgan arm NAME`` prints an arm's overrides as ``-S`` arguments, so that one command trains it:
@@ -40,6 +43,8 @@ class Arm:
 def _text(value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, list):  # one shell word: `$(catgan arm NAME)` splits at spaces
+        return "[" + ",".join(map(_text, value)) + "]"
     # DVC reads -S through Hydra, for which a,b,c unquoted is a sweep of three runs
     return f"'{value}'" if isinstance(value, str) and "," in value else str(value)
 
@@ -49,11 +54,17 @@ COMPONENTS = {  # each of the modern recipe's techniques, and its ablation arm's
     "ablate-ema": {"train.ema": 0.999},
     "ablate-augment": {"train.augment": "color,translation,cutout"},
     "ablate-ralsgan": {"train.loss": "ralsgan"},
-    "ablate-sn": {"model.spectral_norm": True},
+    "ablate-sn": {"model.d_norm": "spectral"},
 }
+_MODERN = {**_BASE, **{k: v for c in COMPONENTS.values() for k, v in c.items()}}
+# R3GAN's gamma for R1 and R2, chosen by a CPU pilot over 0.1, 0.5 and 2 (docs/recipes.md).
+R3_GAMMA = 0.5
 ARMS = {arm.name: arm for arm in [
     *(Arm(f"course-{v}", {"model.variant": v}, course=True) for v in VARIANTS),
-    Arm("modern", {**_BASE, **{k: v for c in COMPONENTS.values() for k, v in c.items()}}),
+    Arm("modern", _MODERN),
+    Arm("modern-ada", {**_MODERN, "train.augment_p": "auto"}),
+    Arm("r3", {**_BASE, "model.d_norm": "none", "train.loss": "rpgan", "train.r1": R3_GAMMA,
+               "train.r2": R3_GAMMA, "train.betas": [0.0, 0.99]}),
     *(Arm(name, {**_BASE, **extra}, ablation=True) for name, extra in COMPONENTS.items()),
 ]}
 DEFAULT = ("course-baseline", "course-fused", "modern")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 # metrics/steps.csv: what each training step records; history.csv: their epoch means, then the
 # quality check of catgan/training/monitor.py (blank in epochs it skips).
-COLUMNS = ("loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm")
+COLUMNS = ("loss_d", "loss_g", "real_score", "fake_score", "g_grad_norm", "augment_p")
 QUALITY = ("swd_avg", "swd_64", "swd_32", "swd_16", "fixed_real_score", "fixed_fake_score",
            "diversity_ratio")
 HISTORY_COLUMNS = ("epoch", *COLUMNS, *QUALITY)

@@ -1,6 +1,6 @@
 """What a training run carries from step to step, and so all its checkpoint holds: networks,
-optimizers, the average of G's weights, random states, the grids' fixed latents and what was
-recorded, with one ``state_dict`` / ``load_state_dict`` pair naming the checkpoint's contents."""
+optimizers, the average of G's weights, the augmentation probability, random states, the grids'
+fixed latents and what was recorded, with one ``state_dict`` / ``load_state_dict`` pair naming the checkpoint's contents."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from catgan.config import Params
+from catgan.model.ada import AugmentP
 from catgan.model.ema import GeneratorEMA
 from catgan.model.nets import build
 from catgan.training import checkpoint
@@ -27,6 +28,7 @@ class TrainingState:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     ema: GeneratorEMA | None  # with train.ema: the average of G's weights
+    augment_p: AugmentP | None  # with train.augment and train.augment_p other than 1
     order: torch.Generator  # the data order: the same in every process
     noise: torch.Generator  # latents and augmentations: one stream per process
     fixed_z: torch.Tensor  # the latent batch of every epoch's grid
@@ -42,7 +44,8 @@ class TrainingState:
 
     def _modules(self) -> dict:  # what keeps a state of its own, by its checkpoint key
         return {"G": self.G, "D": self.D, "opt_g": self.opt_g, "opt_d": self.opt_d,
-                **({"G_ema": self.ema} if self.ema is not None else {})}
+                **({"G_ema": self.ema} if self.ema is not None else {}),
+                **({"augment_p": self.augment_p} if self.augment_p is not None else {})}
 
     def state_dict(self) -> dict:
         """Called in every process (each one's random state is gathered); the main one saves it."""
@@ -63,7 +66,7 @@ class TrainingState:
 def new_state(params: Params, device: torch.device, dist: Dist) -> TrainingState:
     """A run's start, from train.seed (set by seed_everything): the same weights in every process."""
     t, m = params.train, params.model
-    G, D = build(m.variant, m.latent_dim, m.init, m.spectral_norm)
+    G, D = build(m.variant, m.latent_dim, m.init, m.d_norm)
     if t.sync_bn and dist.world > 1:
         G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(net) for net in (G, D))
     layout = torch.channels_last if t.channels_last else torch.contiguous_format
@@ -74,8 +77,10 @@ def new_state(params: Params, device: torch.device, dist: Dist) -> TrainingState
         D.compile()
     adam = {"lr": t.lr, "betas": tuple(t.betas)}
     fixed = torch.Generator().manual_seed(t.seed + _FIXED_SEED_OFFSET)
+    augment_p = AugmentP(t.augment_p, t.batch_size, device) if t.augment and t.augment_p != 1 else None
     return TrainingState(
         G, D, torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam), ema,
+        augment_p,
         order=torch.Generator(device=device).manual_seed(t.seed),
         noise=torch.Generator(device=device).manual_seed(
             t.seed + _NOISE_SEED_OFFSET + _RANK_SEED_STRIDE * dist.rank),
