@@ -69,14 +69,14 @@ def run_cli(*args: str, missing: tuple[str, ...] = ()) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """One tiny study: 3 arms (the default) x 2 seeds, the saturating run and 4 course runs (the
-    course arms'), in one process
-    where PyYAML, MLflow, DVC, torchvision and tqdm cannot be imported."""
+    """One tiny study: the default arms x 2 seeds, the saturating run and, with --course, 4 course
+    runs (the course arms'), in one process where PyYAML, MLflow, DVC, torchvision and tqdm cannot
+    be imported."""
     tmp = tmp_path_factory.mktemp("gpu_study")
     data = write_zip(tmp / "cats.zip")
     out = tmp / "out"
-    proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", *TINY,
-                   missing=MISSING_THERE)
+    proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", "--course",
+                   *TINY, missing=MISSING_THERE)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return data, out, proc.stdout
 
@@ -138,7 +138,7 @@ def test_the_lowest_swd_generator_of_each_arm_comes_back_beside_the_archive(stud
         names = tar.getnames()
     assert not [n for n in names if n.endswith(".pt") or "/weights" in n]  # files of their own
     _, runs = load_study(out / "study")
-    for arm in arms.DEFAULT:
+    for arm in gpu_study.default_arms():
         path = out / f"study.generator-{arm}.pt"
         assert 0 < path.stat().st_size <= weightsfile.LIMIT
         assert f"generator {path}: " in stdout
@@ -148,7 +148,7 @@ def test_the_lowest_swd_generator_of_each_arm_comes_back_beside_the_archive(stud
         assert (info["arm"], info["run"], info["swd_avg"]) == \
             (arm, best.name, best.meta["eval"]["swd"]["swd_avg"])
         assert info["data_hash"] == load_study(out / "study")[0]["data"]["content_hash"]
-    assert len(list(out.glob("study.generator-*.pt"))) == 3
+    assert len(list(out.glob("study.generator-*.pt"))) == len(gpu_study.default_arms())
 
 
 @pytest.mark.slow
@@ -165,14 +165,17 @@ def test_the_page_is_built_from_the_archive_and_the_generators_beside_it(study, 
     assert "identical in every seed" in proc.stdout and "nan" not in proc.stdout
     text = html.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "Parity with the course loop" in text
-    assert sorted(p.name for p in (html.parent / "weights").iterdir()) == [
-        "generator-course-baseline.pt", "generator-course-fused.pt", "generator-modern.pt"]
+    study_arms = gpu_study.default_arms()  # course-baseline, course-fused, modern, ...
+    assert sorted(p.name for p in (html.parent / "weights").iterdir()) == sorted(
+        f"generator-{arm}.pt" for arm in study_arms)
     samples = re.search(r'<section id="samples">(.*?)</section>', text, re.S).group(1)
-    assert all(f"<h3>{arm}</h3>" in samples for arm in arms.DEFAULT)
+    assert all(f"<h3>{arm}</h3>" in samples for arm in study_arms)
     compare = re.search(r'<section id="compare">(.*?)</section>', text, re.S).group(1)
-    assert re.findall(r"<h3>(.*?)</h3>", compare) == [
-        "course-fused vs course-baseline", "modern vs course-baseline", "modern vs course-fused"]
-    assert text.count('<p class="verdict">') == 3
+    pairs = [f"{b} vs {a}" for i, b in enumerate(study_arms) for a in study_arms[:i]]
+    assert re.findall(r"<h3>(.*?)</h3>", compare) == pairs
+    assert pairs[:3] == ["course-fused vs course-baseline", "modern vs course-baseline",
+                         "modern vs course-fused"]
+    assert text.count('<p class="verdict">') == len(pairs)
     assert 'id="provenance"' in text and 'class="missing"' not in text
 
 
@@ -181,7 +184,8 @@ def test_a_second_call_skips_the_finished_runs_and_redoes_a_lost_one(study):
     data, out, _ = study
     shutil.rmtree(out / "study" / "runs" / "course-course-fused-seed1")  # as if killed before it ended
     before = {p: p.stat().st_mtime_ns for p in (out / "study" / "runs").glob("*/run.json")}
-    proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", *TINY)
+    proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", "--course",
+                   *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     skipped = {line.split()[1].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("skip")}
     assert skipped == EXPECTED - {"course-course-fused-seed1"} and "for 1 runs" in proc.stdout
@@ -191,17 +195,33 @@ def test_a_second_call_skips_the_finished_runs_and_redoes_a_lost_one(study):
 
 def test_all_at_once_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_study.os, "cpu_count", lambda: 16)
-    args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path)])
-    raw, _ = gpu_study.base_params(args)
     data = {"images": 24, "content_hash": "h"}
+    # The default plan: every arm that is not an ablation x seeds 0, 1, 2 and the saturating run,
+    # no course-loop runs; on CUDA all in one wave.
+    args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path)])
+    study_arms = [name for name, arm in arms.ARMS.items() if not arm.ablation]
+    assert args.arms == study_arms and not args.course
+    assert {"course-baseline", "course-fused", "modern"} <= set(study_arms)
+    jobs = gpu_study.plan(args, gpu_study.base_params(args)[0], tmp_path / "x.npy", data, tmp_path,
+                          "code")
+    assert {j.name for j in jobs} == {f"study-{a}-seed{s}" for a in study_arms for s in (0, 1, 2)} | {
+        "saturating-course-baseline-seed0"}
+    assert all(j.steps == 60 for j in jobs)  # 60 epochs of one step (24 images, batch 128)
+    wave = gpu_study.start_order(jobs, gpu_study.runs_at_once(jobs, args, torch.device("cuda")))
+    assert gpu_study.runs_at_once(jobs, args, torch.device("cuda")) == len(jobs)
+    assert {j.params["train"]["threads"] for j in wave} == {16 // len(jobs)}  # 1 for 10 to 16 runs
+
+    # --course adds the course loop's parity runs (2 course arms x 3 seeds), started first.
+    args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path), "--course"])
+    raw, _ = gpu_study.base_params(args)
     jobs = gpu_study.plan(args, raw, tmp_path / "x.npy", data, tmp_path, "code")
-    assert len(jobs) == 16  # 3 arms x 3 seeds, the saturating run, 6 course runs (2 course arms)
+    assert len(jobs) == 3 * len(study_arms) + 1 + 6
 
     parallel = gpu_study.runs_at_once(jobs, args, torch.device("cuda"))
     wave = gpu_study.start_order(jobs, parallel)
-    assert parallel == 16 and {j.name for j in wave} == {j.name for j in jobs}
-    assert [j.kind for j in wave] == ["course"] * 6 + ["study"] * 9 + ["saturating"]
-    assert {j.params["train"]["threads"] for j in wave} == {1}  # 16 cores over 16 runs
+    assert parallel == len(jobs) and {j.name for j in wave} == {j.name for j in jobs}
+    assert [j.kind for j in wave] == ["course"] * 6 + ["study"] * (3 * len(study_arms)) + ["saturating"]
+    assert {j.params["train"]["threads"] for j in wave} == {1}  # 16 cores over 16 runs or more
     # a kind with no measured time yet (a third arm's) is taken as the longest
     odd = dataclasses.replace(jobs[0], kind="new")
     assert gpu_study.start_order([*jobs, odd], parallel)[0].kind == "new"
@@ -212,7 +232,7 @@ def test_all_at_once_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path
     assert {j.params["train"]["threads"] for j in serial} == {16}
 
     args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path), "--parallel", "4",
-                                 "-S", "train.threads=3"])
+                                 "--course", "-S", "train.threads=3"])
     jobs = gpu_study.plan(args, gpu_study.base_params(args)[0], tmp_path / "x.npy", data,
                           tmp_path, "code")
     parallel = gpu_study.runs_at_once(jobs, args, torch.device("cpu"))
@@ -225,7 +245,7 @@ def test_all_at_once_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path
 def test_runs_in_child_processes_with_parallel(tmp_path):
     data = write_zip(tmp_path / "cats.zip")
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
-                     "--no-saturating", "--parallel", "2", *TINY)
+                   "--no-saturating", "--course", "--parallel", "2", *TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _, runs = load_study(tmp_path / "out" / "study")
     assert {run.name for run in runs} == {"study-course-fused-seed0", "course-course-fused-seed0"}
@@ -247,7 +267,7 @@ def test_a_spent_budget_starts_no_run_and_other_params_are_not_resumed(tmp_path)
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--budget-s", "1e-9",
                      *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "budget spent: 6 runs not started" in proc.stdout
+    assert "budget spent: 4 runs not started" in proc.stdout  # 3 arms and the saturating run
     with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
         assert "study/study.json" in tar.getnames()
 
@@ -262,7 +282,7 @@ def test_runs_still_going_at_the_time_limit_are_stopped_and_the_rest_packed(tmp_
     data = write_zip(tmp_path / "cats.zip", count=8)
     # Both runs start at once and are stopped long before their processes have imported torch.
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
-                   "--no-saturating", "--parallel", "2", "--stop-s", "0.5", *TINY)
+                   "--no-saturating", "--course", "--parallel", "2", "--stop-s", "0.5", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stop  course-course-fused-seed0: the time limit (--stop-s) came first" in proc.stdout
     assert ("time limit: 2 runs stopped (course-course-fused-seed0, study-course-fused-seed0)"
@@ -278,7 +298,7 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     data = write_zip(tmp_path / "cats.zip", count=8)
     # One batch of 16 from 8 images: catgan's loop takes a short batch, the course's drops it.
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
-                   "--no-saturating", *TINY, "-S", "train.batch_size=16")
+                   "--no-saturating", "--course", *TINY, "-S", "train.batch_size=16")
     assert proc.returncode == 1
     assert "FAILED course-course-fused-seed0: fewer images than one batch of 16" in proc.stdout
     assert "FAILED: course-course-fused-seed0" in proc.stderr
