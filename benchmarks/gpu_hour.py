@@ -182,7 +182,8 @@ def gpu_hour(args: argparse.Namespace, study: argparse.Namespace, work: Path, lo
     files = sorted(p for p in args.out.iterdir() if p.is_file())
     log(f"\n== GPU hour summary, at {elapsed():.0f} s of {args.end_s:g} s")
     log(f"study: {outcome(study_code, f'--study-end-s {args.study_end_s:g}')}, ended at "
-        f"{study_end:.0f} s (packed by {args.study_end_s:g} s; runs stopped at {args.stop_s:g} s)")
+        f"{study_end:.0f} s (deadlines: runs start by {args.budget_s:g} s, stop at "
+        f"{args.stop_s:g} s, packed by {args.study_end_s:g} s)")
     for line in noted:
         log(f"  {line}")
     log(f"throughput: {throughput}")

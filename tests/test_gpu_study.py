@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import re
 import shutil
@@ -33,7 +34,7 @@ from imagefactory import noise, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks/ is not installed: plain `pytest` would not find it
-from benchmarks import gpu_study, reference_loop  # noqa: E402
+from benchmarks import gpu_hour, gpu_study, reference_loop  # noqa: E402
 
 # One torch thread: two would spin against each other, and against anything else on 2 cores.
 TINY = ["--epochs", "1", "--frames", "2", "-S", "train.batch_size=4", "-S", "train.steps_per_epoch=2",
@@ -386,3 +387,88 @@ def test_the_course_array_loader_normalises_like_imagefolder():
     assert label == 0 and torch.equal(got, expected)
     loader = reference_loop.array_loader(np.repeat(pixels, 10, axis=0), 4, torch.device("cpu"))
     assert (len(loader), loader.drop_last) == (2, True)
+
+
+def _hide(folder: Path, names: tuple[str, ...]) -> Path:
+    """A sitecustomize.py that makes every interpreter started with ``folder`` on its PYTHONPATH
+    fail to import ``names``: the GPU hour's children (the study, its runs, the throughput
+    benchmark) are interpreters of their own."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        f"import sys\nfor name in {names!r}:\n    sys.modules[name] = None\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.slow  # ~60 s: 10 tiny runs, the throughput benchmark and the study page
+def test_the_gpu_hour_command_returns_at_most_8_files_a_page_reads(tmp_path):
+    """benchmarks/gpu_hour.sh on the CPU as on the device (without what the GPU machine lacks): the
+    default plan at 1 epoch of 1 step, the throughput part tiny, the deadlines scaled."""
+    data, out = write_zip(tmp_path / "cats.zip"), tmp_path / "OUT"
+    hidden = _hide(tmp_path / "hide", MISSING_THERE)
+    tiny_throughput = ("--device cpu --warmup 1 --steps 1 --repeats 1 --batch-size 4 "
+                       "--variants fused --configs fp32 --threads 1")
+    proc = subprocess.run(
+        ["benchmarks/gpu_hour.sh", "--data", str(data), "--out", str(out), "--budget-s", "60",
+         "--stop-s", "300", "--study-end-s", "330", "--end-s", "450",
+         "--throughput", tiny_throughput, *TINY[:4], *TINY[4:]],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(hidden)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = proc.stdout[proc.stdout.index("== GPU hour summary"):]
+    assert "study: ok" in summary and "throughput: ok" in summary and "total wall time" in summary
+    assert "time limit" not in summary and "budget spent" not in summary  # every run finished
+
+    study_arms = gpu_study.default_arms()
+    generators = {f"study.generator-{arm}.pt" for arm in study_arms}
+    returned = {p.name for p in out.iterdir()}
+    assert returned == {"study.tar.gz", "gpu_hour.log", "throughput.json", *generators}
+    assert len(returned) <= 8 and f"({len(returned)} of at most 8)" in summary
+    assert summary in (out / "gpu_hour.log").read_text(encoding="utf-8")  # the log is all of it
+
+    for name in generators:  # fp16 as stored, float32 as the loaders read it
+        path = out / name
+        assert path.stat().st_size <= weightsfile.LIMIT == 8 << 20
+        stored = torch.load(path, weights_only=True)["state_dict"]
+        assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}, name
+        _, state = weightsfile.read(path)
+        assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
+
+    info, runs = load_study(studydir.unpack(out / "study.tar.gz", tmp_path / "unpacked"))
+    assert {run.name for run in runs} == {f"study-{a}-seed{s}" for a in study_arms
+                                          for s in (0, 1, 2)} | {"saturating-course-baseline-seed0"}
+    assert info["settings"]["course"] is False
+    assert cli.main(["study-page", str(out / "study.tar.gz"), "--out", str(tmp_path / "page")]) in (
+        0, None)
+    page = (tmp_path / "page" / "study" / "study.html").read_text(encoding="utf-8")
+    assert all(f"<h3>{arm}</h3>" in page for arm in study_arms)  # a sample section per generator
+
+    measured = json.loads((out / "throughput.json").read_text(encoding="utf-8"))
+    assert measured["machine"]["course_loader"] == "DataLoader over catgan's array (no torchvision)"
+    assert [row["loop"] for row in measured["rows"]] == ["reference (course)", "catgan fp32"]
+    assert all(row["img_s"] > 0 for row in measured["rows"])
+
+
+def test_the_gpu_hour_refuses_more_files_than_come_back_and_deadlines_out_of_order(tmp_path,
+                                                                                    capsys):
+    every = ["--arms", *arms.ARMS]  # 7 generators, the archive, the log and throughput.json
+    out = tmp_path / "OUT"
+    with pytest.raises(SystemExit) as exit_:
+        gpu_hour.main(["--data", "z.zip", "--out", str(out), *every])
+    assert exit_.value.code == 2 and not out.exists()  # refused before anything ran
+    assert f"--arms: {len(arms.ARMS)} arms make {len(arms.ARMS)} generator files" in \
+        capsys.readouterr().err
+    args, study = gpu_hour.parse_args(["--data", "z.zip", "--out", str(out), "--throughput", "",
+                                       "--arms", *list(arms.ARMS)[:6]])
+    gpu_hour.check_files(args, study)  # 6 generators, the archive and the log: 8, allowed
+    out.mkdir()
+    (out / "old.txt").write_text("", encoding="utf-8")
+    with pytest.raises(UserError, match="1 files already in --out that is 9"):
+        gpu_hour.check_files(args, study)
+
+    for bad, flag in ((["--stop-s", "500"], "--stop-s 500: must be above 0 and below --study-end-s"),
+                      (["--budget-s", "0"], "--budget-s 0: must be above 0"),
+                      (["--stop-s", "10"], "--budget-s 60: must be above 0 and below --stop-s"),
+                      (["--", "--stop-s=3"], "--stop-s=3: this command sets it for gpu_study")):
+        with pytest.raises(SystemExit):
+            gpu_hour.parse_args(["--data", "z.zip", "--out", str(out), *bad])
+        assert flag in capsys.readouterr().err, bad
