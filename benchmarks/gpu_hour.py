@@ -45,6 +45,9 @@ THROUGHPUT = "--device cuda --configs fp32,bf16,bf16+cl"  # gpu_check.sh's part 
 MIN_THROUGHPUT_S = 30  # less than this left: start and data alone would take it (README estimate)
 GRACE_S = 5  # after SIGTERM, before SIGKILL
 SET_HERE = ("--data", "--out", "--budget-s", "--stop-s")  # gpu_study flags this command sets
+# Archive sizes measured in the H200 one (benchmarks/README.md, "GPU study"): 3.3 MiB for an
+# animated run's 17 grids, 0.23-0.25 MiB for any other run; aimed at 14 of the 16 MiB a file may have.
+GRID_MIB, RUN_MIB, ARCHIVE_MIB = 0.2, 0.25, 14
 
 
 def elapsed() -> float:
@@ -75,8 +78,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Nam
             p.error(f"{name} {value:g}: must be above 0 and below {later} ({after:g})")
     args.throughput = shlex.split(args.throughput)
     study = gpu_study.parse_args([*rest, "--data", str(args.data), "--out", "unused"])
-    study.rest = rest
+    frames_given = any(a.split("=")[0] == "--frames" for a in rest)
+    study.rest = rest if frames_given else ["--frames", str(frames_that_fit(study)), *rest]
     return args, study
+
+
+def frames_that_fit(study: argparse.Namespace) -> int:
+    """Grids kept per animated run (each arm's lowest-seed study run) so that the archive stays
+    near ARCHIVE_MIB: 16 for three arms, 11 for five."""
+    animated = len(study.arms) if study.study else 0
+    others = len(gpu_study.runs(study)) - animated
+    room = ARCHIVE_MIB - others * RUN_MIB
+    return max(1, min(16, int(room / (animated * GRID_MIB)))) if animated else 1
 
 
 def check_files(args: argparse.Namespace, study: argparse.Namespace) -> None:

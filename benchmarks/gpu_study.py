@@ -169,19 +169,25 @@ def start_order(jobs: list[Job], parallel: int) -> list[Job]:
             for job in jobs]
 
 
+def runs(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """(kind, arm, seed) of every run: study runs, seeds interleaved so a budget cut leaves pairs;
+    the saturating run; the course's."""
+    planned = [("study", a, s) for s in args.seeds for a in args.arms] if args.study else []
+    if args.saturating:
+        planned.append(("saturating", arms.course_arm("baseline").name, min(args.seeds)))
+    if args.course:  # the course's loop has none of the recipe's techniques: course arms only
+        planned += [("course", a, s) for s in args.seeds for a in args.arms if arms.get(a).course]
+    return planned
+
+
 def plan(args: argparse.Namespace, raw: dict, images: Path, data: dict, study: Path,
          code: str) -> list[Job]:
-    """Study runs, seeds interleaved so a budget cut leaves pairs; the saturating run; the course's."""
+    """The runs as jobs, in ``runs``' order."""
     t = parse_params(raw).train
     steps = args.epochs * steps_per_epoch(data["images"], t.batch_size, t.steps_per_epoch)
     first_seed = min(args.seeds)
-    runs = [("study", a, s) for s in args.seeds for a in args.arms] if args.study else []
-    if args.saturating:
-        runs.append(("saturating", arms.course_arm("baseline").name, first_seed))
-    if args.course:  # the course's loop has none of the recipe's techniques: course arms only
-        runs += [("course", a, s) for s in args.seeds for a in args.arms if arms.get(a).course]
     jobs = []
-    for kind, arm, seed in runs:
+    for kind, arm, seed in runs(args):
         saturating = {"train.loss": "saturating"} if kind == "saturating" else {}
         job_raw = merge(raw, nested({**arms.get(arm).overrides, "train.seed": seed, **saturating}))
         frames = args.frames if kind == "study" and seed == first_seed else 1  # animated on the page

@@ -465,6 +465,12 @@ def test_the_gpu_hour_refuses_more_files_than_come_back_and_deadlines_out_of_ord
     with pytest.raises(UserError, match="1 files already in --out that is 9"):
         gpu_hour.check_files(args, study)
 
+    # Grids per animated run: as many as keep the archive near 14 MiB, unless --frames is given.
+    five = ["--arms", *list(arms.ARMS)[:5]]
+    assert [gpu_hour.parse_args(["--data", "z.zip", "--out", str(out), *more])[1].rest[:2]
+            for more in ([], five, [*five, "--course"], [*five, "--frames", "5"])] == [
+        ["--frames", "16"], ["--frames", "11"], ["--frames", "9"], ["--arms", five[1]]]
+
     for bad, flag in ((["--stop-s", "500"], "--stop-s 500: must be above 0 and below --study-end-s"),
                       (["--budget-s", "0"], "--budget-s 0: must be above 0"),
                       (["--stop-s", "10"], "--budget-s 60: must be above 0 and below --stop-s"),
