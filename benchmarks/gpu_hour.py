@@ -5,11 +5,12 @@ steady-state throughput benchmark in what is left, then the files that come back
 
 1. ``python -m benchmarks.gpu_study`` at its defaults (every arm that is not an ablation x seeds
    0, 1, 2 and the saturating run, 60 epochs, one wave on CUDA; ``--course`` adds the course loop's
-   parity runs), with its deadlines counted from this command's start: no run starts after
-   ``--budget-s``, runs still going at ``--stop-s`` are stopped and the rest packed, and the study
-   is killed at ``--study-end-s`` should packing hang (then no archive comes back).
+   parity runs) with as many ``--frames`` as keep the archive under 16 MiB, and its deadlines
+   counted from this command's start: no run starts after ``--budget-s`` (60), runs still going at
+   ``--stop-s`` (445) are stopped and the rest packed, and the study is killed at
+   ``--study-end-s`` (480) should packing hang (then no archive comes back).
 2. ``python -m benchmarks.train_throughput`` with ``--throughput``'s options (default: gpu_check.sh
-   part (b)'s) on the same data, stopped at ``--end-s``; its JSON keeps the rounds done by then.
+   part (b)'s) on the same data, stopped at ``--end-s`` (570); its JSON keeps the rounds done.
 3. Into ``--out``: study.tar.gz, each arm's best generator (fp16, 8 MiB at most), throughput.json
    and gpu_hour.log (this command's whole output, written as it goes, so a cut command still
    returns it); then one summary. Refused before anything runs if that would exceed 8 files.
@@ -24,6 +25,7 @@ import time
 STARTED = time.monotonic()  # before torch's import (seconds of it): the deadlines count from here
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
@@ -144,15 +146,18 @@ def run_part(cmd: list[str], until: float, log: Log, keep: tuple[str, ...] = ()
         code = proc.wait(max(0.0, until - elapsed()))
     except subprocess.TimeoutExpired:
         code = None
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            os.killpg(proc.pid, sig)
-            try:
-                proc.wait(GRACE_S)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        _signal_group(proc, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(GRACE_S)
+        _signal_group(proc, signal.SIGKILL)  # what is left of it: its runs hold the pipe open too
+        proc.wait()
     reader.join()
     return code, noted
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # all of it gone already
+        os.killpg(proc.pid, sig)
 
 
 def collect(work: Path, out: Path) -> list[Path]:
@@ -166,6 +171,11 @@ def collect(work: Path, out: Path) -> list[Path]:
     return copied
 
 
+def _left(deadline: float) -> str:
+    """Seconds from now to ``deadline``, for gpu_study's own clock; at least 0.1, as 0 means none."""
+    return f"{max(0.1, deadline - elapsed()):.1f}"
+
+
 def outcome(code: int | None, limit: str) -> str:
     return f"stopped at {limit}" if code is None else ("ok" if code == 0 else f"exit {code}")
 
@@ -174,11 +184,11 @@ def gpu_hour(args: argparse.Namespace, study: argparse.Namespace, work: Path, lo
     python = sys.executable
     # The study's own report lines, and its provenance (code, torch, CUDA, device, wall time).
     notes = ("total wall time", "budget spent", "time limit", "FAILED", "commit ", "no git checkout")
-    study_code, noted = run_part([python, "-m", "benchmarks.gpu_study", "--data", str(args.data),
-                           "--out", str(work), "--budget-s", f"{args.budget_s - elapsed():.1f}",
-                           "--stop-s", f"{args.stop_s - elapsed():.1f}", *study.rest],
-                          args.study_end_s, log, notes)
-    study_end, throughput_code = elapsed(), None
+    study_code, noted = run_part(
+        [python, "-m", "benchmarks.gpu_study", "--data", str(args.data), "--out", str(work),
+         "--budget-s", _left(args.budget_s), "--stop-s", _left(args.stop_s), *study.rest],
+        args.study_end_s, log, notes)
+    study_end, throughput_code = elapsed(), 0
     left = args.end_s - study_end
     if not args.throughput:
         throughput = "left out (--throughput '')"
@@ -209,7 +219,8 @@ def gpu_hour(args: argparse.Namespace, study: argparse.Namespace, work: Path, lo
         problems.append("no study.tar.gz: the study did not pack (see above)")
     for problem in problems:
         log(f"FAILED {problem}")
-    return 1 if problems or study_code or throughput_code else 0
+    # A part stopped at its deadline (None) counts as failed, as in gpu_check.sh.
+    return 1 if problems or study_code != 0 or throughput_code != 0 else 0
 
 
 @cli_entry

@@ -448,6 +448,23 @@ def test_the_gpu_hour_command_returns_at_most_8_files_a_page_reads(tmp_path):
     assert all(row["img_s"] > 0 for row in measured["rows"])
 
 
+def test_a_gpu_hour_study_past_its_deadline_is_killed_and_the_log_still_comes_back(tmp_path):
+    out = tmp_path / "OUT"
+    proc = subprocess.run(
+        ["benchmarks/gpu_hour.sh", "--data", str(write_zip(tmp_path / "cats.zip", count=8)),
+         "--out", str(out), "--budget-s", "0.1", "--stop-s", "0.2", "--study-end-s", "0.3",
+         "--end-s", "60", "--throughput", "", "--work", str(tmp_path / "work"), *TINY],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ,
+                                                                    "PYTHON": sys.executable})
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "study: stopped at --study-end-s 0.3" in proc.stdout
+    assert "FAILED no study.tar.gz: the study did not pack" in proc.stdout
+    assert "throughput: left out (--throughput '')" in proc.stdout
+    assert [p.name for p in out.iterdir()] == ["gpu_hour.log"]
+    assert (out / "gpu_hour.log").read_text(encoding="utf-8").endswith(
+        proc.stdout.splitlines()[-1] + "\n")
+
+
 def test_the_gpu_hour_refuses_more_files_than_come_back_and_deadlines_out_of_order(tmp_path,
                                                                                     capsys):
     every = ["--arms", *arms.ARMS]  # 7 generators, the archive, the log and throughput.json
