@@ -488,6 +488,10 @@ def test_the_gpu_hour_refuses_more_files_than_come_back_and_deadlines_out_of_ord
             for more in ([], five, [*five, "--course"], [*five, "--frames", "5"])] == [
         ["--frames", "16"], ["--frames", "11"], ["--frames", "9"], ["--arms", five[1]]]
 
+    with pytest.raises(SystemExit):  # parity runs are off by default: nothing would be left
+        gpu_study.parse_args(["--data", "z.zip", "--out", str(out), "--no-study", "--no-saturating"])
+    assert "leave no run to do; add --course" in capsys.readouterr().err
+
     for bad, flag in ((["--stop-s", "500"], "--stop-s 500: must be above 0 and below --study-end-s"),
                       (["--budget-s", "0"], "--budget-s 0: must be above 0"),
                       (["--stop-s", "10"], "--budget-s 60: must be above 0 and below --stop-s"),
