@@ -123,9 +123,13 @@ def machine(device: str | None = None) -> dict:
     }
     if device is not None:
         import torch
-        import torchvision
 
-        info.update(torch=torch.__version__, torchvision=torchvision.__version__,
+        try:  # the GPU study's machine has none; the benchmarks that need it say so themselves
+            import torchvision
+        except ImportError:
+            torchvision = None
+        info.update(torch=torch.__version__,
+                    torchvision=torchvision.__version__ if torchvision else "not installed",
                     threads=torch.get_num_threads(), device=device_name(device))
     return info
 

@@ -1,31 +1,25 @@
-"""The whole study on one GPU: the arms (catgan/study/arms.py: course-baseline, course-fused, modern, ...)
-over seeds, the saturating G loss, and the course's own loop for parity, written as a study folder
-(catgan/study/folder.py) and packed into one archive that ``catgan study-page`` turns into the study
-page, with each arm's best generator beside it.
+"""The whole study on one GPU: every arm that is not an ablation (catgan/study/arms.py:
+course-baseline, course-fused, modern, ...) over seeds and the saturating G loss, optionally the
+course's own loop for parity (``--course``), written as a study folder (catgan/study/folder.py) and
+packed into one archive that ``catgan study-page`` turns into the study page, with each arm's best
+generator beside it in fp16.
 
     python -m benchmarks.gpu_study --data PATH --out DIR [--epochs 60] [--seeds 0 1 2] [--arms
-        course-baseline course-fused modern] [--parallel K] [-S key=value ...]   (--help: the rest)
+        A B ...] [--course] [--parallel K] [--budget-s S] [--stop-s S] [-S key=value ...]
 
 This file is the command line and the plan: which runs, in which order, how many at once; the runs
 are catgan/study/standalone.py's (the course's loop benchmarks/reference_loop.py's). Needs only
 torch, numpy and Pillow. ``--data``: a zip or folder of images (prepared by the preprocess stage's
 code: the content hash is the pipeline manifest's) or a prepared uint8 N x 3 x 64 x 64 ``.npy``.
 
-On the device machine, which gets the working tree (64 MiB at most) and not ../shared: carry the
-zip (50 MB). The prepared images.npy of the full set (9,303 x 3 x 64 x 64 = 114 MB) does not fit.
+On the device machine, one 600 s command runs it with its deadlines, then the throughput benchmark,
+and returns the files: benchmarks/gpu_hour.sh (benchmarks/README.md, "GPU hour", says how to carry
+the data there). Back here: ``catgan study-page study.tar.gz``, the study.generator-<arm>.pt files
+beside it.
 
-    here, once:  echo /.gpu-data/ >> .git/info/exclude && mkdir -p .gpu-data
-                 cp ../shared/data/cats-kaggle.zip .gpu-data/
-    there:       device run, carry [".gpu-data"], timeout_s 600:
-                 set -o pipefail; benchmarks/gpu_study.sh --data .gpu-data/cats-kaggle.zip
-                   --out /tmp/gpu-study 2>&1 | tee "$OUT/gpu_study.log";
-                 cp /tmp/gpu-study/study.tar.gz /tmp/gpu-study/study.generator-*.pt "$OUT"/
-    here:        catgan study-page study.tar.gz   (the archive that came back, with the
-                 study.generator-<arm>.pt files beside it)
-
-On CUDA every run starts at once, longest first (benchmarks/README.md, "GPU study": one wave fits
-the 16 cores and 141 GB of an H200); on the CPU one after another. ``--parallel`` sets how many.
-``--stop-s`` stops the runs still going (in child processes) at a time limit and packs the rest.
+On CUDA every run starts at once, longest first (one wave: 16 runs on the 16 cores and 141 GB of
+an H200); on the CPU one after another. ``--parallel`` sets how many. ``--budget-s`` starts no run
+after a time, ``--stop-s`` stops the runs still going (in child processes) and packs the rest.
 
 Each run writes DIR/study/runs/<kind>-<arm>-seed<N>/ whole or not at all; one whose run.json is
 there is skipped, so an interrupted study resumes. ``--frames`` grids of each arm's lowest-seed run
@@ -70,7 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=None,
-                   help=f"default: {' '.join(arms.DEFAULT)}; known: {', '.join(arms.ARMS)}")
+                   help=f"default: every arm that is not an ablation ({' '.join(default_arms())}); "
+                        f"known: {', '.join(arms.ARMS)}")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, help="shorthand for --arms course-V ...")
     p.add_argument("--parallel", type=int, default=0,
                    help="runs at once, each its own process (default: all on CUDA, 1 on CPU)")
@@ -79,9 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--study", action=argparse.BooleanOptionalAction, default=True,
                    help="the pipeline's runs, arms x seeds (--no-study: parity runs only)")
-    p.add_argument("--course", action=argparse.BooleanOptionalAction, default=True,
-                   help="parity runs of the course's loop for the course arms, same seeds, steps "
-                        "and batch")
+    p.add_argument("--course", action=argparse.BooleanOptionalAction, default=False,
+                   help="add parity runs of the course's loop for the course arms, same seeds, steps "
+                        "and batch (off: measured at 60 epochs already, ../shared/studies/README.md)")
     p.add_argument("--saturating", action=argparse.BooleanOptionalAction, default=True,
                    help="one more run: course-baseline, lowest seed, train.loss saturating")
     p.add_argument("--frames", type=int, default=16,
@@ -105,8 +100,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              ("--frames", args.frames, 1), ("--seeds", min(args.seeds), 0)):
         if value < low:
             p.error(f"{flag} must be at least {low}, got {value}")
-    args.arms, args.seeds = arms.chosen(args.arms, args.variants), sorted(set(args.seeds))
+    args.arms = arms.chosen(args.arms or (None if args.variants else default_arms()), args.variants)
+    args.seeds = sorted(set(args.seeds))
+    if not (args.study or args.saturating or args.course):
+        p.error("--no-study and --no-saturating leave no run to do; add --course for the parity runs")
     return args
+
+
+def default_arms() -> list[str]:
+    """Every arm that is not an ablation, in the registry's order: the study's comparison."""
+    return [name for name, arm in arms.ARMS.items() if not arm.ablation]
 
 
 def parse_overrides(items: list[str], arm_names: list[str] = ()) -> dict:
@@ -166,19 +169,25 @@ def start_order(jobs: list[Job], parallel: int) -> list[Job]:
             for job in jobs]
 
 
+def runs(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """(kind, arm, seed) of every run: study runs, seeds interleaved so a budget cut leaves pairs;
+    the saturating run; the course's."""
+    planned = [("study", a, s) for s in args.seeds for a in args.arms] if args.study else []
+    if args.saturating:
+        planned.append(("saturating", arms.course_arm("baseline").name, min(args.seeds)))
+    if args.course:  # the course's loop has none of the recipe's techniques: course arms only
+        planned += [("course", a, s) for s in args.seeds for a in args.arms if arms.get(a).course]
+    return planned
+
+
 def plan(args: argparse.Namespace, raw: dict, images: Path, data: dict, study: Path,
          code: str) -> list[Job]:
-    """Study runs, seeds interleaved so a budget cut leaves pairs; the saturating run; the course's."""
+    """The runs as jobs, in ``runs``' order."""
     t = parse_params(raw).train
     steps = args.epochs * steps_per_epoch(data["images"], t.batch_size, t.steps_per_epoch)
     first_seed = min(args.seeds)
-    runs = [("study", a, s) for s in args.seeds for a in args.arms] if args.study else []
-    if args.saturating:
-        runs.append(("saturating", arms.course_arm("baseline").name, first_seed))
-    if args.course:  # the course's loop has none of the recipe's techniques: course arms only
-        runs += [("course", a, s) for s in args.seeds for a in args.arms if arms.get(a).course]
     jobs = []
-    for kind, arm, seed in runs:
+    for kind, arm, seed in runs(args):
         saturating = {"train.loss": "saturating"} if kind == "saturating" else {}
         job_raw = merge(raw, nested({**arms.get(arm).overrides, "train.seed": seed, **saturating}))
         frames = args.frames if kind == "study" and seed == first_seed else 1  # animated on the page

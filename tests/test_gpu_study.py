@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import re
 import shutil
@@ -33,7 +34,7 @@ from imagefactory import noise, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks/ is not installed: plain `pytest` would not find it
-from benchmarks import gpu_study, reference_loop  # noqa: E402
+from benchmarks import gpu_hour, gpu_study, reference_loop  # noqa: E402
 
 # One torch thread: two would spin against each other, and against anything else on 2 cores.
 TINY = ["--epochs", "1", "--frames", "2", "-S", "train.batch_size=4", "-S", "train.steps_per_epoch=2",
@@ -69,14 +70,14 @@ def run_cli(*args: str, missing: tuple[str, ...] = ()) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """One tiny study: 3 arms (the default) x 2 seeds, the saturating run and 4 course runs (the
-    course arms'), in one process
-    where PyYAML, MLflow, DVC, torchvision and tqdm cannot be imported."""
+    """One tiny study: the default arms x 2 seeds, the saturating run and, with --course, 4 course
+    runs (the course arms'), in one process where PyYAML, MLflow, DVC, torchvision and tqdm cannot
+    be imported."""
     tmp = tmp_path_factory.mktemp("gpu_study")
     data = write_zip(tmp / "cats.zip")
     out = tmp / "out"
-    proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", *TINY,
-                   missing=MISSING_THERE)
+    proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", "--course",
+                   *TINY, missing=MISSING_THERE)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return data, out, proc.stdout
 
@@ -138,7 +139,7 @@ def test_the_lowest_swd_generator_of_each_arm_comes_back_beside_the_archive(stud
         names = tar.getnames()
     assert not [n for n in names if n.endswith(".pt") or "/weights" in n]  # files of their own
     _, runs = load_study(out / "study")
-    for arm in arms.DEFAULT:
+    for arm in gpu_study.default_arms():
         path = out / f"study.generator-{arm}.pt"
         assert 0 < path.stat().st_size <= weightsfile.LIMIT
         assert f"generator {path}: " in stdout
@@ -148,7 +149,7 @@ def test_the_lowest_swd_generator_of_each_arm_comes_back_beside_the_archive(stud
         assert (info["arm"], info["run"], info["swd_avg"]) == \
             (arm, best.name, best.meta["eval"]["swd"]["swd_avg"])
         assert info["data_hash"] == load_study(out / "study")[0]["data"]["content_hash"]
-    assert len(list(out.glob("study.generator-*.pt"))) == 3
+    assert len(list(out.glob("study.generator-*.pt"))) == len(gpu_study.default_arms())
 
 
 @pytest.mark.slow
@@ -165,14 +166,17 @@ def test_the_page_is_built_from_the_archive_and_the_generators_beside_it(study, 
     assert "identical in every seed" in proc.stdout and "nan" not in proc.stdout
     text = html.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "Parity with the course loop" in text
-    assert sorted(p.name for p in (html.parent / "weights").iterdir()) == [
-        "generator-course-baseline.pt", "generator-course-fused.pt", "generator-modern.pt"]
+    study_arms = gpu_study.default_arms()  # course-baseline, course-fused, modern, ...
+    assert sorted(p.name for p in (html.parent / "weights").iterdir()) == sorted(
+        f"generator-{arm}.pt" for arm in study_arms)
     samples = re.search(r'<section id="samples">(.*?)</section>', text, re.S).group(1)
-    assert all(f"<h3>{arm}</h3>" in samples for arm in arms.DEFAULT)
+    assert all(f"<h3>{arm}</h3>" in samples for arm in study_arms)
     compare = re.search(r'<section id="compare">(.*?)</section>', text, re.S).group(1)
-    assert re.findall(r"<h3>(.*?)</h3>", compare) == [
-        "course-fused vs course-baseline", "modern vs course-baseline", "modern vs course-fused"]
-    assert text.count('<p class="verdict">') == 3
+    pairs = [f"{b} vs {a}" for i, b in enumerate(study_arms) for a in study_arms[:i]]
+    assert re.findall(r"<h3>(.*?)</h3>", compare) == pairs
+    assert pairs[:3] == ["course-fused vs course-baseline", "modern vs course-baseline",
+                         "modern vs course-fused"]
+    assert text.count('<p class="verdict">') == len(pairs)
     assert 'id="provenance"' in text and 'class="missing"' not in text
 
 
@@ -181,7 +185,8 @@ def test_a_second_call_skips_the_finished_runs_and_redoes_a_lost_one(study):
     data, out, _ = study
     shutil.rmtree(out / "study" / "runs" / "course-course-fused-seed1")  # as if killed before it ended
     before = {p: p.stat().st_mtime_ns for p in (out / "study" / "runs").glob("*/run.json")}
-    proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", *TINY)
+    proc = run_cli("--data", data, "--out", out, "--seeds", "0", "1", "--parallel", "1", "--course",
+                   *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     skipped = {line.split()[1].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("skip")}
     assert skipped == EXPECTED - {"course-course-fused-seed1"} and "for 1 runs" in proc.stdout
@@ -191,17 +196,33 @@ def test_a_second_call_skips_the_finished_runs_and_redoes_a_lost_one(study):
 
 def test_all_at_once_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_study.os, "cpu_count", lambda: 16)
-    args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path)])
-    raw, _ = gpu_study.base_params(args)
     data = {"images": 24, "content_hash": "h"}
+    # The default plan: every arm that is not an ablation x seeds 0, 1, 2 and the saturating run,
+    # no course-loop runs; on CUDA all in one wave.
+    args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path)])
+    study_arms = [name for name, arm in arms.ARMS.items() if not arm.ablation]
+    assert args.arms == study_arms and not args.course
+    assert {"course-baseline", "course-fused", "modern"} <= set(study_arms)
+    jobs = gpu_study.plan(args, gpu_study.base_params(args)[0], tmp_path / "x.npy", data, tmp_path,
+                          "code")
+    assert {j.name for j in jobs} == {f"study-{a}-seed{s}" for a in study_arms for s in (0, 1, 2)} | {
+        "saturating-course-baseline-seed0"}
+    assert all(j.steps == 60 for j in jobs)  # 60 epochs of one step (24 images, batch 128)
+    wave = gpu_study.start_order(jobs, gpu_study.runs_at_once(jobs, args, torch.device("cuda")))
+    assert gpu_study.runs_at_once(jobs, args, torch.device("cuda")) == len(jobs)
+    assert {j.params["train"]["threads"] for j in wave} == {16 // len(jobs)}  # 1 for 10 to 16 runs
+
+    # --course adds the course loop's parity runs (2 course arms x 3 seeds), started first.
+    args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path), "--course"])
+    raw, _ = gpu_study.base_params(args)
     jobs = gpu_study.plan(args, raw, tmp_path / "x.npy", data, tmp_path, "code")
-    assert len(jobs) == 16  # 3 arms x 3 seeds, the saturating run, 6 course runs (2 course arms)
+    assert len(jobs) == 3 * len(study_arms) + 1 + 6
 
     parallel = gpu_study.runs_at_once(jobs, args, torch.device("cuda"))
     wave = gpu_study.start_order(jobs, parallel)
-    assert parallel == 16 and {j.name for j in wave} == {j.name for j in jobs}
-    assert [j.kind for j in wave] == ["course"] * 6 + ["study"] * 9 + ["saturating"]
-    assert {j.params["train"]["threads"] for j in wave} == {1}  # 16 cores over 16 runs
+    assert parallel == len(jobs) and {j.name for j in wave} == {j.name for j in jobs}
+    assert [j.kind for j in wave] == ["course"] * 6 + ["study"] * (3 * len(study_arms)) + ["saturating"]
+    assert {j.params["train"]["threads"] for j in wave} == {1}  # 16 cores over 16 runs or more
     # a kind with no measured time yet (a third arm's) is taken as the longest
     odd = dataclasses.replace(jobs[0], kind="new")
     assert gpu_study.start_order([*jobs, odd], parallel)[0].kind == "new"
@@ -212,7 +233,7 @@ def test_all_at_once_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path
     assert {j.params["train"]["threads"] for j in serial} == {16}
 
     args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path), "--parallel", "4",
-                                 "-S", "train.threads=3"])
+                                 "--course", "-S", "train.threads=3"])
     jobs = gpu_study.plan(args, gpu_study.base_params(args)[0], tmp_path / "x.npy", data,
                           tmp_path, "code")
     parallel = gpu_study.runs_at_once(jobs, args, torch.device("cpu"))
@@ -225,7 +246,7 @@ def test_all_at_once_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path
 def test_runs_in_child_processes_with_parallel(tmp_path):
     data = write_zip(tmp_path / "cats.zip")
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
-                     "--no-saturating", "--parallel", "2", *TINY)
+                   "--no-saturating", "--course", "--parallel", "2", *TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _, runs = load_study(tmp_path / "out" / "study")
     assert {run.name for run in runs} == {"study-course-fused-seed0", "course-course-fused-seed0"}
@@ -247,7 +268,7 @@ def test_a_spent_budget_starts_no_run_and_other_params_are_not_resumed(tmp_path)
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--budget-s", "1e-9",
                      *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "budget spent: 6 runs not started" in proc.stdout
+    assert "budget spent: 4 runs not started" in proc.stdout  # 3 arms and the saturating run
     with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
         assert "study/study.json" in tar.getnames()
 
@@ -262,7 +283,7 @@ def test_runs_still_going_at_the_time_limit_are_stopped_and_the_rest_packed(tmp_
     data = write_zip(tmp_path / "cats.zip", count=8)
     # Both runs start at once and are stopped long before their processes have imported torch.
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
-                   "--no-saturating", "--parallel", "2", "--stop-s", "0.5", *TINY)
+                   "--no-saturating", "--course", "--parallel", "2", "--stop-s", "0.5", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stop  course-course-fused-seed0: the time limit (--stop-s) came first" in proc.stdout
     assert ("time limit: 2 runs stopped (course-course-fused-seed0, study-course-fused-seed0)"
@@ -278,7 +299,7 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     data = write_zip(tmp_path / "cats.zip", count=8)
     # One batch of 16 from 8 images: catgan's loop takes a short batch, the course's drops it.
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--variants", "fused",
-                   "--no-saturating", *TINY, "-S", "train.batch_size=16")
+                   "--no-saturating", "--course", *TINY, "-S", "train.batch_size=16")
     assert proc.returncode == 1
     assert "FAILED course-course-fused-seed0: fewer images than one batch of 16" in proc.stdout
     assert "FAILED: course-course-fused-seed0" in proc.stderr
@@ -366,3 +387,115 @@ def test_the_course_array_loader_normalises_like_imagefolder():
     assert label == 0 and torch.equal(got, expected)
     loader = reference_loop.array_loader(np.repeat(pixels, 10, axis=0), 4, torch.device("cpu"))
     assert (len(loader), loader.drop_last) == (2, True)
+
+
+def _hide(folder: Path, names: tuple[str, ...]) -> Path:
+    """A sitecustomize.py that makes every interpreter started with ``folder`` on its PYTHONPATH
+    fail to import ``names``: the GPU hour's children (the study, its runs, the throughput
+    benchmark) are interpreters of their own."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        f"import sys\nfor name in {names!r}:\n    sys.modules[name] = None\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.slow  # ~60 s: 10 tiny runs, the throughput benchmark and the study page
+def test_the_gpu_hour_command_returns_at_most_8_files_a_page_reads(tmp_path):
+    """benchmarks/gpu_hour.sh on the CPU as on the device (without what the GPU machine lacks): the
+    default plan at 1 epoch of 1 step, the throughput part tiny, the deadlines scaled."""
+    data, out = write_zip(tmp_path / "cats.zip"), tmp_path / "OUT"
+    hidden = _hide(tmp_path / "hide", MISSING_THERE)
+    tiny_throughput = ("--device cpu --warmup 1 --steps 1 --repeats 1 --batch-size 4 "
+                       "--variants fused --configs fp32 --threads 1")
+    proc = subprocess.run(
+        ["benchmarks/gpu_hour.sh", "--data", str(data), "--out", str(out), "--budget-s", "60",
+         "--stop-s", "300", "--study-end-s", "330", "--end-s", "450",
+         "--throughput", tiny_throughput, *TINY[:4], *TINY[4:]],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(hidden)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = proc.stdout[proc.stdout.index("== GPU hour summary"):]
+    assert "study: ok" in summary and "throughput: ok" in summary and "total wall time" in summary
+    assert "time limit" not in summary and "budget spent" not in summary  # every run finished
+
+    study_arms = gpu_study.default_arms()
+    generators = {f"study.generator-{arm}.pt" for arm in study_arms}
+    returned = {p.name for p in out.iterdir()}
+    assert returned == {"study.tar.gz", "gpu_hour.log", "throughput.json", *generators}
+    assert len(returned) <= 8 and f"({len(returned)} of at most 8)" in summary
+    assert summary in (out / "gpu_hour.log").read_text(encoding="utf-8")  # the log is all of it
+
+    for name in generators:  # fp16 as stored, float32 as the loaders read it
+        path = out / name
+        assert path.stat().st_size <= weightsfile.LIMIT == 8 << 20
+        stored = torch.load(path, weights_only=True)["state_dict"]
+        assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}, name
+        _, state = weightsfile.read(path)
+        assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float32}
+
+    info, runs = load_study(studydir.unpack(out / "study.tar.gz", tmp_path / "unpacked"))
+    assert {run.name for run in runs} == {f"study-{a}-seed{s}" for a in study_arms
+                                          for s in (0, 1, 2)} | {"saturating-course-baseline-seed0"}
+    assert info["settings"]["course"] is False
+    assert cli.main(["study-page", str(out / "study.tar.gz"), "--out", str(tmp_path / "page")]) in (
+        0, None)
+    page = (tmp_path / "page" / "study" / "study.html").read_text(encoding="utf-8")
+    assert all(f"<h3>{arm}</h3>" in page for arm in study_arms)  # a sample section per generator
+
+    measured = json.loads((out / "throughput.json").read_text(encoding="utf-8"))
+    assert measured["machine"]["course_loader"] == "DataLoader over catgan's array (no torchvision)"
+    assert [row["loop"] for row in measured["rows"]] == ["reference (course)", "catgan fp32"]
+    assert all(row["img_s"] > 0 for row in measured["rows"])
+
+
+def test_a_gpu_hour_study_past_its_deadline_is_killed_and_the_log_still_comes_back(tmp_path):
+    out = tmp_path / "OUT"
+    proc = subprocess.run(
+        ["benchmarks/gpu_hour.sh", "--data", str(write_zip(tmp_path / "cats.zip", count=8)),
+         "--out", str(out), "--budget-s", "0.1", "--stop-s", "0.2", "--study-end-s", "0.3",
+         "--end-s", "60", "--throughput", "", "--work", str(tmp_path / "work"), *TINY],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ,
+                                                                    "PYTHON": sys.executable})
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "study: stopped at --study-end-s 0.3" in proc.stdout
+    assert "FAILED no study.tar.gz: the study did not pack" in proc.stdout
+    assert "throughput: left out (--throughput '')" in proc.stdout
+    assert [p.name for p in out.iterdir()] == ["gpu_hour.log"]
+    assert (out / "gpu_hour.log").read_text(encoding="utf-8").endswith(
+        proc.stdout.splitlines()[-1] + "\n")
+
+
+def test_the_gpu_hour_refuses_more_files_than_come_back_and_deadlines_out_of_order(tmp_path,
+                                                                                    capsys):
+    every = ["--arms", *arms.ARMS]  # 7 generators, the archive, the log and throughput.json
+    out = tmp_path / "OUT"
+    with pytest.raises(SystemExit) as exit_:
+        gpu_hour.main(["--data", "z.zip", "--out", str(out), *every])
+    assert exit_.value.code == 2 and not out.exists()  # refused before anything ran
+    assert f"--arms: {len(arms.ARMS)} arms make {len(arms.ARMS)} generator files" in \
+        capsys.readouterr().err
+    args, study = gpu_hour.parse_args(["--data", "z.zip", "--out", str(out), "--throughput", "",
+                                       "--arms", *list(arms.ARMS)[:6]])
+    gpu_hour.check_files(args, study)  # 6 generators, the archive and the log: 8, allowed
+    out.mkdir()
+    (out / "old.txt").write_text("", encoding="utf-8")
+    with pytest.raises(UserError, match="1 files already in --out that is 9"):
+        gpu_hour.check_files(args, study)
+
+    # Grids per animated run: as many as keep the archive near 14 MiB, unless --frames is given.
+    five = ["--arms", *list(arms.ARMS)[:5]]
+    assert [gpu_hour.parse_args(["--data", "z.zip", "--out", str(out), *more])[1].rest[:2]
+            for more in ([], five, [*five, "--course"], [*five, "--frames", "5"])] == [
+        ["--frames", "16"], ["--frames", "11"], ["--frames", "9"], ["--arms", five[1]]]
+
+    with pytest.raises(SystemExit):  # parity runs are off by default: nothing would be left
+        gpu_study.parse_args(["--data", "z.zip", "--out", str(out), "--no-study", "--no-saturating"])
+    assert "leave no run to do; add --course" in capsys.readouterr().err
+
+    for bad, flag in ((["--stop-s", "500"], "--stop-s 500: must be above 0 and below --study-end-s"),
+                      (["--budget-s", "0"], "--budget-s 0: must be above 0"),
+                      (["--stop-s", "10"], "--budget-s 60: must be above 0 and below --stop-s"),
+                      (["--", "--stop-s=3"], "--stop-s=3: this command sets it for gpu_study")):
+        with pytest.raises(SystemExit):
+            gpu_hour.parse_args(["--data", "z.zip", "--out", str(out), *bad])
+        assert flag in capsys.readouterr().err, bad

@@ -177,8 +177,8 @@ def run_all(jobs: list[Job], run: Callable[[Job], None], worker: str, parallel: 
                     running.append((job, _child(job, logs, worker)))
             done = [(job, proc) for job, proc in running if proc.poll() is not None]
             if not done and running and time.perf_counter() >= stop_at:
-                for job, proc in running:
-                    _stop(proc)
+                _stop([proc for _, proc in running])
+                for job, _ in running:
                     stopped.append(job.name)
                     print(f"stop  {job.name}: the time limit (--stop-s) came first", flush=True)
                 running = []
@@ -192,8 +192,7 @@ def run_all(jobs: list[Job], run: Callable[[Job], None], worker: str, parallel: 
                 tail = "\n".join(log.strip().splitlines()[-15:])
                 ended(job, f"exit {code}; its log ends:\n{tail}" if code else None)
     finally:
-        for _, proc in running:  # interrupted: leave no orphan training on the GPU
-            _stop(proc)
+        _stop([proc for _, proc in running])  # interrupted: leave no orphan training on the GPU
     return finished, failed, list(pending), stopped
 
 
@@ -207,13 +206,18 @@ def _child(job: Job, logs: Path, worker: str) -> subprocess.Popen:
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:  # gone before the archive is packed: no run folder appears behind its back
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _stop(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """All of them signalled at once, then killed if still there after ``grace_s`` in all: a wave
+    of 16 must not take 16 graces before the archive is packed inside the GPU hour's deadline."""
+    for proc in procs:
+        proc.terminate()
+    until = time.perf_counter() + grace_s
+    for proc in procs:
+        try:  # gone before the archive is packed: no run folder appears behind its back
+            proc.wait(max(0.0, until - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def report(finished: list[dict], failed: list[str], not_started: list[Job], stopped: list[str],
