@@ -43,10 +43,11 @@ def test_modern_is_the_course_baseline_plus_exactly_its_four_components():
     assert arms.label("ablate-ema") == "ablate-ema (ablation)" and arms.label("modern") == "modern"
 
 
-def test_catgan_arm_prints_overrides_that_dvc_reads_as_one_run(capsys):
-    cli.main(["arm", "modern"])
-    printed = capsys.readouterr().out.split()
-    assert printed[::2] == ["-S"] * 5
+@pytest.mark.parametrize("name", list(arms.ARMS))
+def test_catgan_arm_prints_overrides_that_dvc_reads_as_one_run(capsys, name):
+    cli.main(["arm", name])
+    printed = capsys.readouterr().out.split()  # as the shell splits `$(catgan arm NAME)`
+    assert printed[::2] == ["-S"] * len(arms.get(name).overrides)
     # DVC parses -S with Hydra: an unquoted a,b,c would be a sweep of three experiments
     parser = OverridesParser.create()
     parsed = {}
@@ -54,7 +55,17 @@ def test_catgan_arm_prints_overrides_that_dvc_reads_as_one_run(capsys):
         override = parser.parse_override(item)
         assert not override.is_sweep_override(), item
         parsed[override.key_or_group] = override.value()
-    assert parsed == arms.get("modern").overrides
+    assert parsed == arms.get(name).overrides
+
+
+def test_the_two_new_candidates_are_what_their_references_train():
+    modern = arms.get("modern").overrides
+    assert arms.get("modern-ada").overrides == {**modern, "train.augment_p": "auto"}
+    r3 = parse_params(nested(arms.get("r3").overrides))
+    assert (r3.model.variant, r3.model.d_norm, r3.train.loss, r3.train.betas) == (
+        "baseline", "none", "rpgan", [0.0, 0.99])
+    assert r3.train.r1 == r3.train.r2 == arms.R3_GAMMA > 0 and r3.train.ema == 0
+    assert not any(arms.get(n).ablation or arms.get(n).course for n in ("modern-ada", "r3"))
 
 
 def test_catgan_arm_refuses_an_unknown_name(capsys):
