@@ -211,6 +211,7 @@ def study_train(job: Job, params: Params, images: np.ndarray, device: torch.devi
     train(course, loader, job.steps, device, on_step=on_step, on_epoch=on_epoch)
     for row, norm in zip(rows, torch.stack(norms).tolist()):
         row["g_grad_norm"] = norm
+        row["augment_p"] = 0.0  # the course never augments
     history = [{"epoch": e, **{c: float(np.mean([r[c] for r in rows if r["epoch"] == e]))
                                for c in COLUMNS}} for e in sorted({r["epoch"] for r in rows})]
     # Scored like catgan's: D's logits, without the course's final Sigmoid.

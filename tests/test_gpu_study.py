@@ -49,8 +49,9 @@ for name in {missing!r}:
 sys.argv = ["gpu_study", *{args!r}]
 runpy.run_module("benchmarks.gpu_study", run_name="__main__", alter_sys=True)
 """
-EXPECTED = {"study-course-baseline-seed0", "study-course-fused-seed0", "study-modern-seed0",
-            "study-course-baseline-seed1", "study-course-fused-seed1", "study-modern-seed1",
+# The study fixture's runs: every arm that is not an ablation x seeds 0 and 1, the saturating run,
+# and the course loop's runs of the course arms.
+EXPECTED = {*(f"study-{arm}-seed{s}" for arm in gpu_study.default_arms() for s in (0, 1)),
             "saturating-course-baseline-seed0", "course-course-baseline-seed0",
             "course-course-fused-seed0", "course-course-baseline-seed1", "course-course-fused-seed1"}
 
@@ -86,7 +87,7 @@ def study(tmp_path_factory):
 def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
     data, out, stdout = study
     archive = out / "study.tar.gz"
-    assert archive.stat().st_size < 4 << 20
+    assert archive.stat().st_size < 0.3 * 2**20 * len(EXPECTED)  # ~0.24 MiB a tiny run, grids included
     info, runs = load_study(studydir.unpack(archive, tmp_path))
     assert {run.name for run in runs} == EXPECTED
     assert "total wall time" in stdout and all(f"done  {name}" in stdout for name in EXPECTED)
@@ -112,7 +113,7 @@ def test_the_study_packs_every_run_into_one_small_archive(study, tmp_path):
             assert run.history[0]["swd_avg"] is None and meta["epochs"] == 1
         else:
             assert run.history[0]["swd_avg"] > 0, run.name
-    assert {r.meta["loss"] for r in runs} == {"non_saturating", "saturating", "ralsgan"}
+    assert {r.meta["loss"] for r in runs} == {"non_saturating", "saturating", "ralsgan", "rpgan"}
     assert [r.meta["loss"] for r in runs if r.meta["kind"] == "saturating"] == ["saturating"]
     for run in runs:  # each run records its arm, and trained with the arm's overrides
         assert run.meta["overrides"] == arms.get(run.meta["arm"]).overrides, run.name
@@ -202,7 +203,7 @@ def test_all_at_once_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path
     args = gpu_study.parse_args(["--data", "z.zip", "--out", str(tmp_path)])
     study_arms = [name for name, arm in arms.ARMS.items() if not arm.ablation]
     assert args.arms == study_arms and not args.course
-    assert {"course-baseline", "course-fused", "modern"} <= set(study_arms)
+    assert {"course-baseline", "course-fused", "modern", "modern-ada", "r3"} <= set(study_arms)
     jobs = gpu_study.plan(args, gpu_study.base_params(args)[0], tmp_path / "x.npy", data, tmp_path,
                           "code")
     assert {j.name for j in jobs} == {f"study-{a}-seed{s}" for a in study_arms for s in (0, 1, 2)} | {
@@ -268,7 +269,8 @@ def test_a_spent_budget_starts_no_run_and_other_params_are_not_resumed(tmp_path)
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--budget-s", "1e-9",
                      *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "budget spent: 4 runs not started" in proc.stdout  # 3 arms and the saturating run
+    # every arm that is not an ablation, and the saturating run
+    assert f"budget spent: {len(gpu_study.default_arms()) + 1} runs not started" in proc.stdout
     with tarfile.open(tmp_path / "out" / "study.tar.gz") as tar:
         assert "study/study.json" in tar.getnames()
 
@@ -483,9 +485,10 @@ def test_the_gpu_hour_refuses_more_files_than_come_back_and_deadlines_out_of_ord
         gpu_hour.check_files(args, study)
 
     # Grids per animated run: as many as keep the archive near 14 MiB, unless --frames is given.
-    five = ["--arms", *list(arms.ARMS)[:5]]
+    three, five = ["--arms", *list(arms.ARMS)[:3]], ["--arms", *gpu_study.default_arms()]
+    assert len(five) == 6  # the course's two arms, modern, modern-ada and r3
     assert [gpu_hour.parse_args(["--data", "z.zip", "--out", str(out), *more])[1].rest[:2]
-            for more in ([], five, [*five, "--course"], [*five, "--frames", "5"])] == [
+            for more in (three, [], [*five, "--course"], [*five, "--frames", "5"])] == [
         ["--frames", "16"], ["--frames", "11"], ["--frames", "9"], ["--arms", five[1]]]
 
     with pytest.raises(SystemExit):  # parity runs are off by default: nothing would be left
