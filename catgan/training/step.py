@@ -78,5 +78,7 @@ def gan_step(s: TrainingState, real: torch.Tensor, params: Params) -> StepValues
                       # D's mean sigmoid on the reals and on G's fakes, before its step
                       real_score=torch.sigmoid(real_logits.detach().float()).mean(),
                       fake_score=torch.sigmoid(fake_logits.detach().float()).mean(),
-                      # the share of images each augmentation changed this step
-                      augment_p=p if p is not None else real.new_tensor(1.0 if t.augment else 0.0))
+                      # the chance each augmentation had to change an image this step; filled on
+                      # the device, as a copy from the host would make it wait every step
+                      augment_p=p if p is not None else torch.full(
+                          (), 1.0 if t.augment else 0.0, device=real.device))
