@@ -99,8 +99,7 @@ def test_bad_input_is_one_line_and_nothing_is_submitted(case, checkout, cluster,
     assert line == "error: " + {
         "no sbatch": "catgan study --slurm: no sbatch on PATH; run it where SLURM's commands are, "
                      "on a login node of the cluster (some need `module load slurm`)",
-        "unknown arm": "unknown arm 'postmodern'; known arms: course-baseline, course-fused, "
-                       "modern, ablate-ema, ablate-augment, ablate-ralsgan, ablate-sn",
+        "unknown arm": f"unknown arm 'postmodern'; known arms: {', '.join(arms.ARMS)}",
         "local store": f"catgan study --slurm: the tracking store sqlite:///{checkout}/mlflow.db is "
                        "a file on this machine, which the nodes cannot share; name a tracking "
                        "server they all reach: export MLFLOW_TRACKING_URI=http://host:5000 (`make "
