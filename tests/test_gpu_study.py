@@ -8,9 +8,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -193,6 +195,40 @@ def test_a_second_call_skips_the_finished_runs_and_redoes_a_lost_one(study):
     assert skipped == EXPECTED - {"course-course-fused-seed1"} and "for 1 runs" in proc.stdout
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert (out / "study" / "runs" / "course-course-fused-seed1" / "run.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_way_goes_on_from_its_last_epoch_and_ends_as_if_never_stopped(tmp_path):
+    data, name = write_zip(tmp_path / "cats.zip"), "study-modern-ada-seed0"
+    args = ["--data", data, "--seeds", "0", "--arms", "modern-ada", "--no-saturating", *TINY,
+            "--epochs", "4", "--frames", "5"]  # the last --epochs and --frames count
+    whole = run_cli(*args, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    out = tmp_path / "cut"
+    checkpoint = out / "work" / name / "last.pt"  # written after each epoch
+    script = RUNNER.format(missing=(), args=[str(a) for a in [*args, "--out", out]])
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert checkpoint.is_file() and not (out / "study" / "runs" / name).exists()
+
+    again = run_cli(*args, "--out", out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    meta = json.loads((out / "study" / "runs" / name / "run.json").read_text(encoding="utf-8"))
+    assert 1 <= meta["resumed_from"] < 4 and meta["epochs"] == 4
+    whole_run, cut_run = tmp_path / "whole" / "study" / "runs" / name, out / "study" / "runs" / name
+    assert json.loads((whole_run / "run.json").read_text(encoding="utf-8"))["resumed_from"] == 0
+    files = ["history.csv", "steps.csv", *(f"grids/epoch_{e:03d}.png" for e in range(5))]
+    for file in files:  # the grids of the epochs before the kill were kept in its work folder
+        assert (cut_run / file).read_bytes() == (whole_run / file).read_bytes(), file
+    assert not (out / "work" / name).exists()
 
 
 def test_all_at_once_on_cuda_longest_first_and_one_at_a_time_on_the_cpu(tmp_path, monkeypatch):

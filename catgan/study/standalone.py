@@ -8,9 +8,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections import deque
@@ -54,6 +54,13 @@ class Job:
     @property
     def run_dir(self) -> Path:
         return Path(self.study) / "runs" / self.name
+
+    @property
+    def work_dir(self) -> Path:
+        """Where it trains: its checkpoint and grids, kept until its run folder is written, so a
+        run stopped mid-way (a signal, a session's end) goes on from its last epoch, bit-exact,
+        when the study is run again. Beside the study folder, so the archive never packs it."""
+        return Path(self.study).parent / "work" / self.name
 
 
 def prepare_data(data: Path, scratch: Path, params: Params) -> tuple[Path, dict]:
@@ -109,21 +116,22 @@ def run_one(job: Job, trainer: Callable) -> None:
     device = select_device(params.train.device)
     images = load_images(Path(job.images))
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f"catgan-{job.name}-") as tmp:
-        G, D, history, step_rows, meta = trainer(job, params, images, device, Path(tmp) / "grids")
-        train_s = time.perf_counter() - started
-        metrics, notes = evaluate(params, G, D, images, device)
-        generator = None if job.kind != "study" else (G, {  # a candidate for the one that comes back
-            "arm": job.arm, "variant": params.model.variant, "latent_dim": params.model.latent_dim,
-            "run": job.name, "seed": job.seed, "swd_avg": metrics["swd"]["swd_avg"],
-            "data_hash": job.data_hash, "code": job.code})
-        grids = [Path(tmp) / "grids" / f"epoch_{e:03d}.png"
-                 for e in grid_epochs(meta["epochs"], job.frames)]
-        write_run(job.run_dir, run_meta(
-            job.kind, job.arm, job.seed, batch_size=params.train.batch_size,
-            device=describe(device), eval=metrics, notes=notes, train_s=round(train_s, 3),
-            code=job.code, wall_s=round(time.perf_counter() - started, 3), **meta),
-            history, step_rows, [g for g in grids if g.is_file()], palette=True, generator=generator)
+    G, D, history, step_rows, meta = trainer(job, params, images, device, job.work_dir / "grids")
+    train_s = time.perf_counter() - started
+    metrics, notes = evaluate(params, G, D, images, device)
+    generator = None if job.kind != "study" else (G, {  # a candidate for the one that comes back
+        "arm": job.arm, "variant": params.model.variant, "latent_dim": params.model.latent_dim,
+        "run": job.name, "seed": job.seed, "swd_avg": metrics["swd"]["swd_avg"],
+        "data_hash": job.data_hash, "code": job.code})
+    grids = [job.work_dir / "grids" / f"epoch_{e:03d}.png"
+             for e in grid_epochs(meta["epochs"], job.frames)]
+    # train_s and wall_s count this process's share: a resumed run's earlier epochs ran elsewhere.
+    write_run(job.run_dir, run_meta(
+        job.kind, job.arm, job.seed, batch_size=params.train.batch_size,
+        device=describe(device), eval=metrics, notes=notes, train_s=round(train_s, 3),
+        code=job.code, wall_s=round(time.perf_counter() - started, 3), **meta),
+        history, step_rows, [g for g in grids if g.is_file()], palette=True, generator=generator)
+    shutil.rmtree(job.work_dir)
 
 
 def pipeline(job: Job, params: Params, images: np.ndarray, device: torch.device, grids: Path):
@@ -135,6 +143,7 @@ def pipeline(job: Job, params: Params, images: np.ndarray, device: torch.device,
     return result.generator, result.discriminator, result.history, result.steps, {
         "loss": t.loss, "epochs": epochs, "steps": epochs * per_epoch,
         "images_seen": epochs * min(per_epoch * t.batch_size, len(images)),
+        "resumed_from": result.resumed_from,
         "precision": t.precision, "compile": t.compile, "params": flatten(params)}
 
 
