@@ -3,8 +3,10 @@ latents in every run of a seed), one row per run, one column per epoch.
 
     python docs/epoch_grids.py STUDY [STUDY ...] --runs RUN [RUN ...] --epochs 1 2 3 4 --out F.jpg
 
-STUDY: study folders or .tar.gz archives (catgan/study/folder.py); RUN: a run folder's name in
-one of them, e.g. study-modern-seed0. docs/recipes.md's lattice figure is made this way.
+STUDY: study folders or .tar.gz archives (catgan/study/folder.py), or the --out folder of
+benchmarks/gpu_study.py, whose work/ adds the runs still training with the grids they have so far;
+RUN: a run folder's name in one of them, e.g. study-modern-seed0. docs/recipes.md's figures are
+made this way.
 """
 from __future__ import annotations
 
@@ -61,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = {}
         for i, source in enumerate(args.studies):
             folder = studydir.unpack(source, Path(tmp) / str(i)) if source.is_file() else source
-            runs.update({run.name: run for run in sorted((folder / "runs").iterdir())})
+            for parent in (folder / "runs", folder / "work", folder / "study" / "runs"):
+                if parent.is_dir():
+                    runs.update({run.name: run for run in sorted(parent.iterdir())})
         sheet = compose(runs, args.runs, args.epochs, args.side)
     with atomic_path(args.out, suffix=args.out.suffix) as part:
         sheet.save(part, format="JPEG" if args.out.suffix == ".jpg" else "PNG", quality=85)

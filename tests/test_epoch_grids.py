@@ -39,6 +39,21 @@ def test_each_cell_is_its_runs_grid_at_its_epoch(tmp_path):
             assert sheet.getpixel((x, y)) == (run * 40, epoch * 40, 0), (row, col)
 
 
+def test_a_gpu_study_out_folder_adds_its_runs_still_training(tmp_path):
+    out = tmp_path / "OUT"
+    study(out / "study")  # two finished runs
+    (out / "work").mkdir()  # b still trains: its grids so far are in work/
+    (out / "study" / "runs" / "study-b-seed0").rename(out / "work" / "study-b-seed0")
+    sheet_path = tmp_path / "sheet.png"
+    epoch_grids.main([str(out), "--runs", "study-a-seed0", "study-b-seed0", "--epochs", "2",
+                      "--side", "1", "--out", str(sheet_path)])
+    sheet = Image.open(sheet_path).convert("RGB")
+    cell = epoch_grids.TILE + epoch_grids.GAP
+    for row, run in enumerate((0, 1)):
+        assert sheet.getpixel((epoch_grids.LABEL_W + 10, epoch_grids.HEAD_H + row * cell + 10)) == (
+            run * 40, 80, 0)
+
+
 @pytest.mark.parametrize("runs, epochs, message", [
     (["study-c-seed0"], ["1"], "run 'study-c-seed0' is in none of the studies given; they hold: "
                                "study-a-seed0, study-b-seed0"),
