@@ -207,8 +207,11 @@ def test_a_run_killed_mid_way_goes_on_from_its_last_epoch_and_ends_as_if_never_s
     out = tmp_path / "cut"
     checkpoint = out / "work" / name / "last.pt"  # written after each epoch
     script = RUNNER.format(missing=(), args=[str(a) for a in [*args, "--out", out]])
+    scratch = tmp_path / "tmp"  # the killed study cannot remove its temp folder: keep it in ours
+    scratch.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "TMPDIR": str(scratch)})
     try:
         deadline = time.monotonic() + 300
         while not checkpoint.is_file() and proc.poll() is None and time.monotonic() < deadline:
