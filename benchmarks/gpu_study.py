@@ -24,8 +24,9 @@ after a time, ``--stop-s`` stops the runs still going (in child processes) and p
 Each run writes DIR/study/runs/<kind>-<arm>-seed<N>/ whole or not at all; one whose run.json is
 there is skipped, so an interrupted study resumes. A run trains in DIR/work/<kind>-<arm>-seed<N>/
 (its checkpoint after each epoch, its grids), removed once its run folder is written: a pipeline
-run stopped mid-way goes on from its last epoch, bit-exact, when the same command is run again. ``--frames`` grids of each arm's lowest-seed run
-are kept for the page's video; each arm's lowest-SWD run's generator comes back beside the archive.
+run stopped mid-way goes on from its last epoch, bit-exact, when the same command is run again.
+``--frames`` grids of each arm's lowest-seed run are kept for the page's video; each arm's
+lowest-SWD run's generator comes back beside the archive.
 """
 from __future__ import annotations
 
