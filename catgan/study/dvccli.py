@@ -1,10 +1,13 @@
 """The ``dvc`` command line, as the project's commands call it."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from catgan.errors import UserError
@@ -17,6 +20,55 @@ class DvcFailed(UserError):
         self.message = message
         super().__init__(f"`dvc {' '.join(args)}` failed (exit {code})"
                          + (f": {message}" if message else "; see the output above"))
+
+
+class DvcStopped(UserError):
+    """We were told to stop while a dvc command ran: DVC was interrupted as by Ctrl-C, which it
+    recovers from, and it has exited."""
+
+    def __init__(self, args: list[str], signum: int):
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name} while `dvc {' '.join(args)}` "
+                         "ran; DVC was interrupted as by Ctrl-C and has put the workspace back")
+
+
+# DVC stashes the workspace, detaches HEAD and writes the -S overrides into params.yaml while it
+# queues an experiment, and undoes all three on Ctrl-C only: a SIGTERM or SIGHUP straight to it
+# (a closed terminal, a session's end) leaves the user's checkout detached with the overrides
+# staged. So it runs in its own session, and every stop we receive reaches it as SIGINT. A
+# SIGKILL cannot be passed on: DVC, out of its reach, finishes what it was doing.
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_shielded(args: list[str], cmd: list[str], **popen) -> int:
+    """``cmd``'s exit code. A stop signal meanwhile is passed on as SIGINT to its whole group,
+    and once it has exited, raises DvcStopped. Off the main thread no handler can be installed,
+    so the command runs as a plain child."""
+    if threading.current_thread() is not threading.main_thread():
+        return subprocess.run(cmd, **popen).returncode
+    received: list[int] = []
+    child: list[subprocess.Popen] = []
+
+    def forward(signum, _frame):
+        received.append(signum)
+        if child:
+            try:
+                os.killpg(child[0].pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    before = {s: signal.signal(s, forward) for s in STOPS}
+    try:
+        child.append(subprocess.Popen(cmd, start_new_session=True, **popen))
+        if received:
+            forward(received[0], None)
+        code = child[0].wait()
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    if received:
+        raise DvcStopped(args, received[0])
+    return code
 
 
 def dvc_executable() -> str:
@@ -38,12 +90,12 @@ def dvc(*args: str, capture: bool = False, cwd: Path | None = None,
     cmd = [dvc_executable(), *args]
     if capture:
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            code = subprocess.run(cmd, stdout=out, stderr=err, cwd=cwd, env=env).returncode
+            code = run_shielded(list(args), cmd, stdout=out, stderr=err, cwd=cwd, env=env)
             out.seek(0)
             err.seek(0)
             proc = subprocess.CompletedProcess(cmd, code, out.read(), err.read())
     else:
-        proc = subprocess.run(cmd, text=True, cwd=cwd, env=env)
+        proc = subprocess.CompletedProcess(cmd, run_shielded(list(args), cmd, cwd=cwd, env=env))
     if proc.returncode != 0:
         raise DvcFailed(list(args), proc.returncode, last_error(proc.stderr or ""))
     return proc.stdout or ""
