@@ -16,7 +16,8 @@ class UserError(Exception):
 
 
 def cli_entry(func):
-    """Run a stage or command: log to stderr, and turn a UserError into one line on stderr and exit code 2."""
+    """Run a stage or command: log to stderr, and turn a UserError into one line on stderr and exit
+    code 2 (or its own), a Ctrl-C into one line and exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -26,5 +27,8 @@ def cli_entry(func):
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(err.exit_code) from None
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return wrapper

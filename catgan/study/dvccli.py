@@ -23,13 +23,13 @@ class DvcFailed(UserError):
 
 
 class DvcStopped(UserError):
-    """We were told to stop while a dvc command ran: DVC was interrupted as by Ctrl-C, which it
-    recovers from, and it has exited."""
+    """A SIGTERM or SIGHUP came while a dvc command ran; DVC got it as a Ctrl-C, which it
+    recovers from, and has exited."""
 
     def __init__(self, args: list[str], signum: int):
         self.exit_code = 128 + signum
-        super().__init__(f"stopped by {signal.Signals(signum).name} while `dvc {' '.join(args)}` "
-                         "ran; DVC was interrupted as by Ctrl-C and has put the workspace back")
+        super().__init__(f"stopped by {signal.Signals(signum).name}; `dvc {' '.join(args)}` was "
+                         "interrupted as by Ctrl-C first, so it undid any half-done change")
 
 
 # DVC stashes the workspace, detaches HEAD and writes the -S overrides into params.yaml while it
@@ -41,9 +41,9 @@ STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run_shielded(args: list[str], cmd: list[str], **popen) -> int:
-    """``cmd``'s exit code. A stop signal meanwhile is passed on as SIGINT to its whole group,
-    and once it has exited, raises DvcStopped. Off the main thread no handler can be installed,
-    so the command runs as a plain child."""
+    """``cmd``'s exit code. A stop signal meanwhile is passed on as SIGINT to its whole group;
+    once it has exited, a SIGTERM or SIGHUP raises DvcStopped and a Ctrl-C KeyboardInterrupt.
+    Off the main thread no handler can be installed, so the command runs as a plain child."""
     if threading.current_thread() is not threading.main_thread():
         return subprocess.run(cmd, **popen).returncode
     received: list[int] = []
@@ -57,7 +57,8 @@ def run_shielded(args: list[str], cmd: list[str], **popen) -> int:
             except ProcessLookupError:
                 pass
 
-    before = {s: signal.signal(s, forward) for s in STOPS}
+    # A signal ignored here (SIGINT in a shell's background job) stays ignored.
+    before = {s: signal.signal(s, forward) for s in STOPS if signal.getsignal(s) != signal.SIG_IGN}
     try:
         child.append(subprocess.Popen(cmd, start_new_session=True, **popen))
         if received:
@@ -66,8 +67,10 @@ def run_shielded(args: list[str], cmd: list[str], **popen) -> int:
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+    if received == [signal.SIGINT]:
+        raise KeyboardInterrupt  # as if it had come outside the call, for callers that catch it
     if received:
-        raise DvcStopped(args, received[0])
+        raise DvcStopped(args, next(s for s in received if s != signal.SIGINT))
     return code
 
 
