@@ -99,6 +99,7 @@ def test_torchrun_train_stage_writes_one_set_of_outputs_and_one_mlflow_run(proje
     assert epochs == 2
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_a_mistake_in_every_process_is_one_line_not_torchruns_traceback(project, tmp_path):
     write_params(tmp_path, merge(TINY, {"train": {"nproc": 2, "batch_size": 3}}))
     (tmp_path / "data").symlink_to(project / "data")
@@ -110,6 +111,7 @@ def test_a_mistake_in_every_process_is_one_line_not_torchruns_traceback(project,
     assert "failed in process" in proc.stderr.splitlines()[-1]
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_plain_python_with_nproc_2_says_how_to_launch(project, tmp_path):
     write_params(tmp_path, merge(TINY, {"train": {"nproc": 2}}))
     proc = subprocess.run([sys.executable, str(ROOT / "stages/train.py")], cwd=tmp_path,

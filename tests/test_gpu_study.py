@@ -303,6 +303,7 @@ def test_the_study_imports_without_what_the_gpu_machine_lacks():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_a_spent_budget_starts_no_run_and_other_params_are_not_resumed(tmp_path):
     data = write_zip(tmp_path / "cats.zip", count=8)
     proc = run_cli("--data", data, "--out", tmp_path / "out", "--seeds", "0", "--budget-s", "1e-9",

@@ -109,7 +109,9 @@ FAULTS = {
 }
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
+# A stalled download waits out its timeout and more: over 4 s, so out of the quick loop.
+@pytest.mark.parametrize("fault", [pytest.param(f, marks=pytest.mark.slow) if f == "stall" else f
+                                   for f in sorted(FAULTS)])
 def test_each_failure_is_one_line_and_keeps_the_previous_data(tmp_path, server, fault):
     data, said = FAULTS[fault]
     server.fault = fault
@@ -144,6 +146,7 @@ def downloads(server: KaggleServer) -> list[dict]:
     return [r for r in server.requests if r["method"] == "GET"]
 
 
+@pytest.mark.slow  # over 3.5 s: the quick loop stays under 3 min
 def test_one_dropped_download_is_retried_once_and_completes(tmp_path, server):
     server.fault = "drop_once"
     project = tmp_path / "project"

@@ -48,6 +48,7 @@ def modules_run(cmd: str) -> list[str]:
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.slow  # a fresh interpreter importing torch, 3-4 s a stage: out of the quick loop
 def test_stage_declares_every_project_file_its_script_imports(stage):
     spec, files = STAGES[stage], set()
     for module in modules_run(spec["cmd"]):

@@ -41,6 +41,7 @@ def test_epoch_means_average_every_step(tiny_params, tiny_images, tmp_path):
         assert result.history[0][col] == pytest.approx(mean, rel=1e-5)
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_same_seed_same_weights_bit_for_bit(tiny_params, tiny_images, tmp_path):
     a = train(tiny_params(), tiny_images, "d", tmp_path / "a")
     b = train(tiny_params(), tiny_images, "d", tmp_path / "b")
@@ -50,6 +51,7 @@ def test_same_seed_same_weights_bit_for_bit(tiny_params, tiny_images, tmp_path):
     assert not same_weights(a.generator, c.generator)
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_resume_equals_uninterrupted_run(tiny_params, tiny_images, tmp_path):
     full = train(tiny_params(train={"epochs": 3}), tiny_images, "d", tmp_path / "full")
     train(tiny_params(train={"epochs": 1}), tiny_images, "d", tmp_path / "cut")
@@ -170,6 +172,7 @@ def test_quality_is_measured_every_n_epochs_seeded_and_written_blank_between(
     assert cells[0] == cells[2] == "" and float(cells[1]) == row["swd_avg"]
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_quality_checks_do_not_change_the_trajectory(tiny_params, tiny_images, tmp_path):
     checked = train(tiny_params(eval={"every": 1}), tiny_images, "d", tmp_path / "a")
     unchecked = train(tiny_params(eval={"every": 0}), tiny_images, "d", tmp_path / "b")
@@ -180,6 +183,7 @@ def test_quality_checks_do_not_change_the_trajectory(tiny_params, tiny_images, t
     assert checked.steps == unchecked.steps
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_sample_grids_do_not_change_the_trajectory(tiny_params, tiny_images, tmp_path, monkeypatch):
     with_grids = train(tiny_params(), tiny_images, "d", tmp_path / "a")
     monkeypatch.setattr(train_mod._Run, "save_grid", lambda *args: None)
@@ -212,6 +216,7 @@ def test_checkpoint_loads_with_weights_only(tiny_params, tiny_images, tmp_path):
     assert state["fixed_z"].shape == (64, 128, 1, 1)
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_channels_last_trains_deterministically_and_close_to_default_layout(
         tiny_params, tiny_images, tmp_path):
     params = tiny_params(train={"channels_last": True, "epochs": 1})
@@ -224,6 +229,7 @@ def test_channels_last_trains_deterministically_and_close_to_default_layout(
         assert a.history[0][col] == pytest.approx(plain.history[0][col], rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_bf16_autocast_gives_finite_losses_close_to_fp32(tiny_params, tiny_images, tmp_path):
     settings = {"epochs": 1, "steps_per_epoch": 2}
     fp32 = train(tiny_params(train=settings), tiny_images, "d", tmp_path / "fp32")
@@ -236,6 +242,7 @@ def test_bf16_autocast_gives_finite_losses_close_to_fp32(tiny_params, tiny_image
     assert first16 != first32, "bf16 made no difference: autocast is not in effect"
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_step_log_follows_the_global_step_count(tiny_params, tiny_images, tmp_path):
     result = train(tiny_params(train={"epochs": 3, "steps_per_epoch": 2, "log_every": 3}),
                    tiny_images, "d", tmp_path)
@@ -251,6 +258,7 @@ def test_precision_and_process_count_get_their_own_checkpoint_folder(tiny_params
     assert len({base, bf16, nproc}) == 3, "bf16 and nproc=2 train differently from the default"
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_training_runs_with_torch_numpy_and_pillow_only(tmp_path):
     """benchmarks/gpu_check.sh runs on machines that have nothing else installed."""
     import subprocess
@@ -306,6 +314,7 @@ def recipe(tiny_params, **groups):
     return tiny_params(**merge(RECIPE, groups))
 
 
+@pytest.mark.slow  # over 3.5 s: the quick loop stays under 3 min
 def test_the_recipe_keys_off_change_nothing_and_run_none_of_its_code(
         tiny_params, tiny_images, tmp_path, monkeypatch):
     import catgan.model.losses
@@ -354,6 +363,7 @@ def test_each_recipe_key_changes_the_run_and_keeps_it_finite(tiny_params, tiny_i
             assert all(math.isfinite(row[c]) for c in COLUMNS), (name, row)
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_resume_with_the_recipe_on_equals_uninterrupted_run(tiny_params, tiny_images, tmp_path):
     quiet = {"every": 0}  # the checks are shown not to matter below
     full = train(recipe(tiny_params, eval=quiet), tiny_images, "d", tmp_path / "full")
@@ -369,6 +379,7 @@ def test_resume_with_the_recipe_on_equals_uninterrupted_run(tiny_params, tiny_im
     assert int(a["G_ema"]["n_averaged"]) == 2 * 2  # one update per step
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_resume_with_r3_and_adaptive_augmentation_equals_uninterrupted_run(
         tiny_params, tiny_images, tmp_path):
     """ADA's p and its half-counted interval (4 steps, here across an epoch's end) are checkpointed."""
@@ -388,6 +399,7 @@ def test_resume_with_r3_and_adaptive_augmentation_equals_uninterrupted_run(
     assert len({row["augment_p"] for row in full.steps}) > 1  # p moved
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_with_ema_the_average_is_what_grids_checks_and_saved_models_show(
         tiny_params, tiny_images, tmp_path):
     import numpy as np
@@ -420,6 +432,7 @@ def test_with_ema_the_average_is_what_grids_checks_and_saved_models_show(
     assert all(torch.equal(saved[k], ema[k]) for k in ema)
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_quality_checks_and_grids_do_not_change_the_recipes_trajectory(
         tiny_params, tiny_images, tmp_path, monkeypatch):
     """The checks run D in training mode, which moves spectral norm's vectors; the grids and checks

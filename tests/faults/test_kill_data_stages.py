@@ -48,6 +48,7 @@ def preprocess_third_done(project: Path, log: Path) -> bool:
     return bool(counts) and int(counts[-1]) >= COUNT // 3
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_fetch_killed_midway_leaves_no_partial_raw_folder_and_reruns_identically(whole, tmp_path):
     cut = make_project(tmp_path, SETTINGS)
     kill_when(cut, "fetch", fetch_third_done)

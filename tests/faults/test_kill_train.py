@@ -205,6 +205,7 @@ def test_a_grid_image_is_logged_once_per_step_across_resumes(store_dir):
     assert len([n for n in names if n.endswith(".png")]) == 3
 
 
+@pytest.mark.slow  # over 4 s: the quick loop stays under 3 min
 def test_resumed_training_logs_the_epoch_its_checkpoint_holds_but_mlflow_lost(store_dir, tiny_params,
                                                                                tiny_images, tmp_path):
     first = train(tiny_params(train={"epochs": 2}), tiny_images, "d", tmp_path, tracker(store_dir))
