@@ -49,16 +49,21 @@ def processes_in(folder: Path) -> list[int]:
     return found
 
 
+def as_in_a_terminal() -> None:
+    """A shell's background job (`make test &`) ignores SIGINT, and `nohup` SIGHUP; a command
+    typed in a terminal ignores neither, and an ignored signal is kept ignored (by design)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
                          ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
 def test_a_stop_while_dvc_queues_an_experiment_leaves_the_checkout_as_it_was(project, signum):
     head = project / ".git" / "HEAD"
-    # A shell's background job (`make test &`) ignores SIGINT; a terminal's command does not.
     proc = subprocess.Popen([sys.executable, "-c", QUEUE], cwd=project, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            start_new_session=True, preexec_fn=as_in_a_terminal)
     end = time.time() + 120
     while head.read_text().startswith("ref:") and proc.poll() is None and time.time() < end:
         time.sleep(0.001)
