@@ -67,10 +67,11 @@ def run_shielded(args: list[str], cmd: list[str], **popen) -> int:
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
-    if received == [signal.SIGINT]:
-        raise KeyboardInterrupt  # as if it had come outside the call, for callers that catch it
-    if received:
-        raise DvcStopped(args, next(s for s in received if s != signal.SIGINT))
+    stops = [s for s in received if s != signal.SIGINT]
+    if stops:
+        raise DvcStopped(args, stops[0])
+    if received:  # Ctrl-C, once or more: as if it came outside the call, for callers that catch it
+        raise KeyboardInterrupt
     return code
 
 

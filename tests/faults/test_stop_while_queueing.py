@@ -1,18 +1,21 @@
 """A project command told to stop while DVC queues an experiment (catgan/study/dvccli.py): the
 user's checkout must come back as it was. DVC detaches HEAD, stashes the workspace and writes
 the -S override into params.yaml for a moment, and undoes it all on Ctrl-C only; the stop here
-lands inside that moment, seen by HEAD turning detached."""
+lands inside that moment, seen by HEAD turning detached. Then the same passing-on, signal by
+signal, with a child that needs more than one Ctrl-C."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from catgan.study.dvccli import DvcStopped, run_shielded
 from conftest import env, sh
 
 PARAMS = "train:\n  lr: 0.1\n"
@@ -90,3 +93,36 @@ def test_a_stop_while_dvc_queues_an_experiment_leaves_the_checkout_as_it_was(pro
         assert err.strip().splitlines()[-1] == (
             f"error: stopped by {signum.name}; `dvc exp run --queue -S train.lr=0.5` was "
             "interrupted as by Ctrl-C first, so it undid any half-done change")
+
+
+# A child that takes Ctrl-C as DVC does mid-run: it exits only at the Nth SIGINT it gets.
+CHILD = ("import signal, sys, time\n"
+         "got = []\n"
+         "signal.signal(signal.SIGINT, lambda *_: got.append(1) or len(got) == {n} and sys.exit(1))\n"
+         "time.sleep(60)\n")
+
+
+@pytest.mark.parametrize("signals, raised", [
+    ([signal.SIGINT], KeyboardInterrupt),
+    ([signal.SIGINT, signal.SIGINT], KeyboardInterrupt),
+    ([signal.SIGINT, signal.SIGTERM], DvcStopped),
+    ([signal.SIGHUP, signal.SIGINT], DvcStopped),
+], ids=["ctrl-c", "ctrl-c-twice", "ctrl-c-then-sigterm", "sighup-then-ctrl-c"])
+def test_each_stop_reaches_the_child_as_ctrl_c_and_the_first_non_ctrl_c_names_the_exit(signals,
+                                                                                       raised):
+    def send():
+        time.sleep(1)  # the child is started and has its handler
+        for signum in signals:
+            os.kill(os.getpid(), signum)
+            time.sleep(0.2)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        with pytest.raises(raised) as caught:
+            run_shielded(["child"], [sys.executable, "-c", CHILD.format(n=len(signals))])
+    finally:
+        sender.join()
+    if raised is DvcStopped:
+        stop = next(s for s in signals if s != signal.SIGINT)
+        assert caught.value.exit_code == 128 + stop and stop.name in str(caught.value)
