@@ -95,13 +95,29 @@ def test_a_stop_while_dvc_queues_an_experiment_leaves_the_checkout_as_it_was(pro
             "interrupted as by Ctrl-C first, so it undid any half-done change")
 
 
-# A child that takes Ctrl-C as DVC does mid-run: it exits only at the Nth SIGINT it gets.
-CHILD = ("import signal, sys, time\n"
+# A child that takes Ctrl-C as DVC does mid-run: it exits only at the Nth SIGINT it gets. It
+# touches the file named by its argument once it listens.
+CHILD = ("import pathlib, signal, sys, time\n"
          "got = []\n"
          "signal.signal(signal.SIGINT, lambda *_: got.append(1) or len(got) == {n} and sys.exit(1))\n"
+         "pathlib.Path(sys.argv[1]).touch()\n"
          "time.sleep(60)\n")
 
 
+@pytest.fixture
+def not_ignoring_stops():
+    """This process as a terminal's command: under `nohup` or `make test &` a stop signal would be
+    ignored, and run_shielded keeps an ignored signal ignored."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.usefixtures("not_ignoring_stops")
 @pytest.mark.parametrize("signals, raised", [
     ([signal.SIGINT], KeyboardInterrupt),
     ([signal.SIGINT, signal.SIGINT], KeyboardInterrupt),
@@ -109,9 +125,15 @@ CHILD = ("import signal, sys, time\n"
     ([signal.SIGHUP, signal.SIGINT], DvcStopped),
 ], ids=["ctrl-c", "ctrl-c-twice", "ctrl-c-then-sigterm", "sighup-then-ctrl-c"])
 def test_each_stop_reaches_the_child_as_ctrl_c_and_the_first_non_ctrl_c_names_the_exit(signals,
-                                                                                       raised):
+                                                                                       raised,
+                                                                                       tmp_path):
+    listening = tmp_path / "listening"
+
     def send():
-        time.sleep(1)  # the child is started and has its handler
+        # A signal before the child listens, or after the call returned, would hit pytest itself.
+        end = time.time() + 60
+        while not listening.exists() and time.time() < end:
+            time.sleep(0.01)
         for signum in signals:
             os.kill(os.getpid(), signum)
             time.sleep(0.2)
@@ -120,7 +142,8 @@ def test_each_stop_reaches_the_child_as_ctrl_c_and_the_first_non_ctrl_c_names_th
     sender.start()
     try:
         with pytest.raises(raised) as caught:
-            run_shielded(["child"], [sys.executable, "-c", CHILD.format(n=len(signals))])
+            run_shielded(["child"], [sys.executable, "-c", CHILD.format(n=len(signals)),
+                                     str(listening)])
     finally:
         sender.join()
     if raised is DvcStopped:
